@@ -21,7 +21,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator
 
 SCHEMA_VERSION = 1
 
@@ -46,6 +46,9 @@ OptionalTag = Annotated[str, StringConstraints(min_length=1, max_length=128)] | 
 
 # Nothing a meter reports is older than this; it catches epoch-zero and swapped day/year.
 EARLIEST_TS = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+
+# A number, not a string or a boolean: "12" or true in a value field is a feed bug worth seeing.
+StrictNumber = Annotated[float, Strict()]
 
 # Upper bounds far above anything a home uses; beyond them a number is garbage, not consumption.
 MAX_VALUE = 1e9
@@ -81,7 +84,7 @@ class _Reading(BaseModel):
 class MeterReading(_Reading):
     """Consumption during the interval that ends at ``ts``."""
 
-    value: float = Field(ge=0, le=MAX_VALUE, description="kWh or litres consumed in the interval.")
+    value: StrictNumber = Field(ge=0, le=MAX_VALUE, description="kWh or litres consumed in the interval.")
     interval_s: int | None = Field(default=None, gt=0, le=31 * 86400, description="Interval length in seconds, if known.")
 
 
@@ -91,9 +94,9 @@ class MeterRegisterReading(_Reading):
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
     # Called ``register`` on the wire; the attribute name avoids ABCMeta.register on the class.
-    register_value: float = Field(alias="register", ge=0, le=MAX_VALUE,
+    register_value: StrictNumber = Field(alias="register", ge=0, le=MAX_VALUE,
                                   description="Cumulative register value (kWh or litres).")
-    rollover_at: float | None = Field(
+    rollover_at: StrictNumber | None = Field(
         default=None, gt=0, le=MAX_VALUE,
         description="Register value at which the meter wraps to zero (e.g. 100000 for a five-digit litre register).",
     )

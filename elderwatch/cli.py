@@ -1,0 +1,154 @@
+"""``elderwatch`` command line: one subcommand per job, each with ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+from pathlib import Path
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from elderwatch.settings import Settings
+    from elderwatch.worker import run_worker
+
+    run_worker(Settings(), loglevel=args.loglevel)
+    return 0
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    from elderwatch.settings import Settings
+    from elderwatch.worker import ensure_topics
+    from streams.topics import ALL_TOPICS, full_name
+
+    settings = Settings()
+    if args.action == "create":
+        ensure_topics(settings)
+    for spec in ALL_TOPICS:
+        print(f"{full_name(spec, settings.topic_prefix):28} key={spec.key:34} {spec.description}")
+    return 0
+
+
+def _cmd_feed(args: argparse.Namespace) -> int:
+    from elderwatch.feed import canonical_messages, daiad_messages, feed, parse_speed
+    from elderwatch.settings import Settings
+    from streams.topics import READINGS_RAW, full_name
+
+    settings = Settings()
+    speed = parse_speed(args.speed)
+    messages = daiad_messages(args.file, args.timezone) if args.format == "daiad" else canonical_messages(args.file)
+    topic = args.topic or full_name(READINGS_RAW, settings.topic_prefix)
+    sent = feed(messages, bootstrap=settings.kafka_bootstrap_servers, topic=topic, speed=speed,
+                limit=args.limit, progress=not args.quiet)
+    print(f"sent {sent} messages to {topic}", file=sys.stderr)
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from elderwatch.importers.daiad import import_daiad
+
+    summary = import_daiad(args.file, args.out, zone=args.timezone, rejects=args.rejects)
+    print(json.dumps({"rows": summary.rows, "readings_written": summary.readings_written, **summary.counts,
+                      "rejects": str(summary.rejects_path) if summary.rejects_path else None}))
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(args.dir):
+        print(path)
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from elderwatch.simulator import simulate
+
+    summary = simulate(households=args.households, days=args.days, seed=args.seed, out_dir=args.out,
+                       start=args.start, timezone=args.timezone, anomaly_rate=args.anomaly_rate,
+                       compress=args.compress, warmup_days=args.warmup_days)
+    print(json.dumps({"out_dir": str(summary.out_dir), "households": summary.households, "days": summary.days,
+                      "rows": summary.rows, "labels_by_kind": summary.labels_by_kind}))
+    return 0
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from elderwatch.localkafka import main as broker_main
+
+    return broker_main(args.broker_args) or 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from elderwatch.demo import run_demo
+
+    return run_demo(seconds=args.seconds, households=args.households, days=args.days, speed=args.speed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="elderwatch", description="elderwatch: meter readings in, welfare tickets out. Each subcommand has --help.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("worker", help="run the streaming worker (ingest) against the configured Kafka")
+    p.add_argument("--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"])
+    p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("topics", help="list the topics, or create them with their partition counts")
+    p.add_argument("action", choices=["list", "create"])
+    p.set_defaults(func=_cmd_topics)
+
+    p = sub.add_parser("feed", help="stream a readings file into readings.raw")
+    p.add_argument("file", type=Path, help="canonical CSV (household_id,meter,ts,value; .gz ok) or a DAIAD file")
+    p.add_argument("--format", choices=["canonical", "daiad"], default="canonical")
+    p.add_argument("--speed", default="max", help="replay speed: 1x real time, 60x, or max (default)")
+    p.add_argument("--limit", type=int, help="stop after this many messages")
+    p.add_argument("--topic", help="override the target topic (default: readings.raw)")
+    p.add_argument("--timezone", default="Europe/Madrid", help="zone of DAIAD's local timestamps")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_feed)
+
+    p = sub.add_parser("import", help="convert a utility's file format to canonical CSV")
+    p.add_argument("format", choices=["daiad"])
+    p.add_argument("file", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="canonical CSV to write (.gz compresses)")
+    p.add_argument("--rejects", type=Path, help="JSON lines of rejected rows with reasons")
+    p.add_argument("--timezone", default="Europe/Madrid", help="zone of the file's local timestamps")
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("schema", help="wire formats")
+    p.add_argument("action", choices=["export"])
+    p.add_argument("dir", type=Path, help="directory to write JSON Schema files into")
+    p.set_defaults(func=_cmd_schema)
+
+    p = sub.add_parser("simulate", help="generate simulated elderly households with labelled anomalies")
+    p.add_argument("--households", type=int, required=True)
+    p.add_argument("--days", type=int, required=True)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--start", type=date.fromisoformat, default=date(2026, 1, 5), help="first day (YYYY-MM-DD)")
+    p.add_argument("--timezone", default="Europe/London")
+    p.add_argument("--anomaly-rate", type=float, default=1.0, help="scales how many anomalies are injected (0 = none)")
+    p.add_argument("--warmup-days", type=int, default=28, help="no anomalies in the first days")
+    p.add_argument("--compress", action="store_true", help="write readings.csv.gz")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("broker", help="local Apache Kafka for development: fetch | run [--port N]")
+    p.add_argument("broker_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_broker)
+
+    p = sub.add_parser("demo", help="local broker + worker + simulated feed, with live counts")
+    p.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = until Ctrl-C)")
+    p.add_argument("--households", type=int, default=40)
+    p.add_argument("--days", type=int, default=35)
+    p.add_argument("--speed", default="max", help="feed speed (default max)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

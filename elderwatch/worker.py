@@ -1,0 +1,27 @@
+"""Run the streaming worker: create topics if missing, then the Faust worker until stopped."""
+
+from __future__ import annotations
+
+import logging
+
+from elderwatch.settings import Settings
+
+
+def ensure_topics(settings: Settings) -> None:
+    from elderwatch.localkafka import create_topics
+    from streams.topics import partition_plan
+
+    create_topics(settings.kafka_bootstrap_servers, partition_plan(settings.partitions, settings.topic_prefix),
+                  replication_factor=settings.replication_factor)
+
+
+def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
+    from faust.worker import Worker
+
+    from streams.app import create_app
+
+    ensure_topics(settings)
+    app = create_app(settings)
+    # Faust's own logs are chatty at info; ours say what happened to which message, never its content.
+    logging.getLogger("faust").setLevel(logging.WARNING)
+    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -1,0 +1,32 @@
+"""Ingest: raw utility messages in, validated interval readings out, the rest dead-lettered.
+
+Pure code only (no Kafka here); the Faust agents in ``streams/agents.py`` and the offline
+importers call the same functions, so a reading is treated alike on every path.
+
+    parse.py     bytes -> a typed reading, or a rejection with a reason
+    series.py    per household+meter: de-duplication and cumulative registers -> intervals
+"""
+
+from streams.ingest.offline import OfflineIngest
+from streams.ingest.parse import Parsed, Rejection, parse_raw
+from streams.ingest.series import (
+    Duplicate,
+    Emitted,
+    IngestLimits,
+    RegisterBaseline,
+    SeriesState,
+    accept_reading,
+)
+
+__all__ = [
+    "Duplicate",
+    "Emitted",
+    "IngestLimits",
+    "OfflineIngest",
+    "Parsed",
+    "RegisterBaseline",
+    "Rejection",
+    "SeriesState",
+    "accept_reading",
+    "parse_raw",
+]
