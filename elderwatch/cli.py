@@ -31,13 +31,15 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 
 
 def _cmd_feed(args: argparse.Namespace) -> int:
-    from elderwatch.feed import canonical_messages, daiad_messages, feed, parse_speed
+    from elderwatch.feed import canonical_messages, daiad_messages, feed, parse_speed, with_mess
     from elderwatch.settings import Settings
     from streams.topics import READINGS_RAW, full_name
 
     settings = Settings()
     speed = parse_speed(args.speed)
     messages = daiad_messages(args.file, args.timezone) if args.format == "daiad" else canonical_messages(args.file)
+    if args.mess:
+        messages = with_mess(messages, fraction=args.mess)
     topic = args.topic or full_name(READINGS_RAW, settings.topic_prefix)
     sent = feed(messages, bootstrap=settings.kafka_bootstrap_servers, topic=topic, speed=speed,
                 limit=args.limit, progress=not args.quiet)
@@ -104,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="stop after this many messages")
     p.add_argument("--topic", help="override the target topic (default: readings.raw)")
     p.add_argument("--timezone", default="Europe/Madrid", help="zone of DAIAD's local timestamps")
+    p.add_argument("--mess", type=float, default=0.0, metavar="FRACTION",
+                   help="add this fraction of duplicates and garbage, to see them handled (e.g. 0.03)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_feed)
 

@@ -106,3 +106,31 @@ def feed(messages: Iterable[Outgoing], *, bootstrap: str, topic: str, speed: flo
         bar.close()
         producer.close()
     return sent
+
+
+_GARBAGE = (
+    b'{"household_id": "hh-000001", "meter": "water", "ts": "2026-01-05T07:15:00", "value": 3.2}',  # no offset
+    b'{"household_id": "hh-000001", "meter": "gas", "ts": "2026-01-05T07:15:00Z", "value": 3.2}',
+    b'{"household_id": "hh-000001", "meter": "water", "ts": "2026-01-05T07:15:00Z", "value": -1}',
+    b'{"household_id": "hh-000001", "meter": "water", "ts": "2026-01-05T07:15:00Z", "value": NaN}',
+    b'\x00\x01 corrupted frame',
+    b'{"household_id": "hh-000001", "meter": "water", "ts": "2026-01-05T07:15',
+)
+
+
+def with_mess(messages: Iterable[Outgoing], *, fraction: float, seed: int = 0) -> Iterator[Outgoing]:
+    """Make a clean feed look like a real one: re-send about ``fraction/2`` of the messages and add
+    about ``fraction/2`` garbage, so duplicates and dead letters show up in the counts.
+
+    Re-sends keep the household key, as a utility's retry would: an unkeyed copy can overtake its
+    household's backlog in a max-speed replay and make days of data look late."""
+    import random
+
+    rng = random.Random(seed)
+    for message in messages:
+        yield message
+        roll = rng.random()
+        if roll < fraction / 2:
+            yield Outgoing(message.key, message.value, message.ts)
+        elif roll < fraction:
+            yield Outgoing(None, rng.choice(_GARBAGE), message.ts)

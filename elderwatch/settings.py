@@ -18,6 +18,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.ingest import IngestLimits
 
 
+def _is_loopback(server: str) -> bool:
+    """``host:port`` (``[v6]:port`` too) names this machine?"""
+    import ipaddress
+
+    host = server.strip().rsplit(":", 1)[0] if server.strip().count(":") == 1 or "]" in server else server.strip()
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ELDERWATCH_", frozen=True, extra="ignore")
 
@@ -47,7 +61,7 @@ class Settings(BaseSettings):
             if self.replication_factor < 3:
                 raise ValueError("replication_factor below 3 loses tickets and state when one broker fails; "
                                  "set ELDERWATCH_REPLICATION_FACTOR=3 (or run ELDERWATCH_ENVIRONMENT=development)")
-            if self.kafka_bootstrap_servers.startswith(("127.", "localhost")):
+            if any(_is_loopback(server) for server in self.kafka_bootstrap_servers.split(",")):
                 raise ValueError("production needs a real Kafka cluster, not a loopback address")
         return self
 

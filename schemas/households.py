@@ -46,6 +46,14 @@ class Household(BaseModel):
     timezone: str = Field(default="UTC", description="IANA zone of the home; the day rhythm is learned in local time.")
     staff: StaffAssignment
 
+    @field_validator("tags")
+    @classmethod
+    def _csv_safe_tags(cls, tags: tuple[str, ...]) -> tuple[str, ...]:
+        for tag in tags:
+            if not tag or ";" in tag or len(tag) > 64:
+                raise ValueError("a tag is 1-64 characters without ';' (households.csv separates tags with ';')")
+        return tags
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, name: str) -> str:

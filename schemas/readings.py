@@ -41,7 +41,8 @@ UNIT_FACTORS: dict[Meter, dict[str, float]] = {
 }
 
 # Pseudonymous ids only: short, no spaces, nothing that looks like a name or address.
-HouseholdId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+HOUSEHOLD_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+HouseholdId = Annotated[str, StringConstraints(pattern=HOUSEHOLD_ID_PATTERN)]
 OptionalTag = Annotated[str, StringConstraints(min_length=1, max_length=128)] | None
 
 # Nothing a meter reports is older than this; it catches epoch-zero and swapped day/year.
@@ -61,7 +62,8 @@ class _Reading(BaseModel):
     household_id: HouseholdId
     meter: Meter
     ts: AwareDatetime = Field(description="End of the interval (or time of the register read); must carry a UTC offset.")
-    unit: str | None = Field(default=None, description="Optional unit; converted to kWh or litres. kWh/Wh/MWh or L/m3.")
+    unit: Annotated[str, StringConstraints(max_length=16)] | None = Field(
+        default=None, description="Optional unit; converted to kWh or litres. kWh/Wh/MWh or L/m3.")
     reading_id: OptionalTag = None
     utility_id: OptionalTag = None
 
@@ -77,7 +79,8 @@ class _Reading(BaseModel):
             return 1.0
         factors = UNIT_FACTORS[self.meter]
         if self.unit not in factors:
-            raise ValueError(f"unit {self.unit!r} is not known for {self.meter.value} (known: {', '.join(factors)})")
+            # The rejected unit itself is not echoed: details never repeat input.
+            raise ValueError(f"unit is not one known for {self.meter.value} (known: {', '.join(factors)})")
         return factors[self.unit]
 
 

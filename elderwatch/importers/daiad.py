@@ -62,9 +62,10 @@ class LocalClock:
     def localize(self, household_id: str, naive: datetime) -> datetime:
         aware = naive.replace(tzinfo=self.zone)
         previous = self.previous.get(household_id)
-        if previous is not None and aware <= previous:
+        # Compare instants: datetimes sharing a tzinfo compare by wall clock and ignore fold.
+        if previous is not None and aware.timestamp() <= previous.timestamp():
             second = naive.replace(tzinfo=self.zone, fold=1)
-            if second.utcoffset() != aware.utcoffset() and second > previous:
+            if second.utcoffset() != aware.utcoffset() and second.timestamp() > previous.timestamp():
                 aware = second
         self.previous[household_id] = aware
         return aware

@@ -11,13 +11,14 @@ Rejection(reason=<RejectReason.NAIVE_TIMESTAMP: 'naive_timestamp'>, detail='ts: 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
 from schemas.dead_letter import RejectReason
-from schemas.readings import MeterReading, MeterRegisterReading
+from schemas.readings import HOUSEHOLD_ID_PATTERN, MeterReading, MeterRegisterReading
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ _ERROR_REASONS = {
 }
 _TIMESTAMP_ERRORS = {"datetime_parsing", "datetime_from_date_parsing", "datetime_type", "datetime_object_invalid"}
 _MAX_DETAIL = 400
+_HOUSEHOLD_ID = re.compile(HOUSEHOLD_ID_PATTERN)
 
 
 def _reason_for(error: dict) -> RejectReason:
@@ -84,8 +86,9 @@ def parse_raw(value: bytes | None, *, now: datetime, max_future: timedelta = tim
     if not isinstance(payload, dict):
         return Rejection(RejectReason.NOT_AN_OBJECT, f"expected a JSON object, got {type(payload).__name__}")
 
+    # Only a well-formed pseudonymous id is carried into the dead letter; anything else might be a name.
     household_id = payload.get("household_id")
-    household_id = household_id if isinstance(household_id, str) and len(household_id) <= 64 else None
+    household_id = household_id if isinstance(household_id, str) and _HOUSEHOLD_ID.fullmatch(household_id) else None
     has_value, has_register = "value" in payload, "register" in payload
     if has_value == has_register:
         detail = ("both 'value' and 'register'" if has_value else "neither 'value' (interval) nor 'register' (cumulative)")

@@ -8,7 +8,8 @@ Rules, in the order they are applied to a reading at time ``t``:
 1. **Too late** — ``t`` is older than the newest accepted reading minus the de-duplication
    horizon (default 48 h): we can no longer tell whether it is a duplicate -> dead-letter
    ``too_late``.
-2. **Duplicate** — a reading with the same ``t`` was already accepted for this series
+2. **Duplicate** — a reading with the same ``t`` was already accepted (or absorbed into the
+   register baseline) for this series
    (same household, meter and ts; the value is not compared) -> counted, not passed on.
 3. **Interval reading** — passed on as is, unless it is more than a home could use in its
    interval (``max_per_hour`` x interval, one day if the interval is unknown) -> ``implausible_value``.
@@ -146,7 +147,10 @@ def accept_reading(state: SeriesState, reading: MeterReading | MeterRegisterRead
         outcome = _register_step(state, reading, t, limits)
     else:
         outcome = _interval_step(reading, limits)
-    if not (isinstance(outcome, Rejection) and outcome.reason is RejectReason.REGISTER_OUT_OF_ORDER):
+    # Remember what was accepted, or absorbed into the register baseline; a rejected interval reading
+    # leaves no trace, so its corrected re-send is not mistaken for a duplicate.
+    if not isinstance(outcome, Rejection) or (isinstance(reading, MeterRegisterReading)
+                                              and outcome.reason is RejectReason.IMPLAUSIBLE_VALUE):
         state._remember(t, horizon_ms)
     return outcome
 

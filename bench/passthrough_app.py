@@ -1,0 +1,39 @@
+"""The ceiling for the ingest benchmark: a bare Faust agent that forwards raw bytes unchanged.
+
+Same broker, same client library, same partitions as the real worker; no parsing, no state.
+Run as ``python -m bench.passthrough_app BOOTSTRAP SOURCE SINK WEB_PORT APP_ID``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import faust
+from faust.worker import Worker
+
+
+def main() -> None:
+    bootstrap, source, sink, port, app_id = sys.argv[1:6]
+    app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", autodiscover=False,
+                    web_port=int(port), web_host="127.0.0.1", web_bind="127.0.0.1",
+                    consumer_auto_offset_reset="earliest", producer_acks=-1)
+    src = app.topic(source, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    out = app.topic(sink, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    forwarded = [0]
+
+    @app.agent(src, name="passthrough")
+    async def passthrough(stream):
+        async for event in stream.events():
+            await out.send(key=event.key, value=event.value)
+            forwarded[0] += 1
+
+    @app.page("/metrics")
+    async def count(web, request):
+        return web.bytes(f"elderwatch_ingest_received_total {forwarded[0]}\n"
+                         f"elderwatch_ingest_valid_total {forwarded[0]}\n".encode(), content_type="text/plain")
+
+    Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()
