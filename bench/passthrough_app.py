@@ -1,7 +1,7 @@
 """The ceiling for the ingest benchmark: a bare Faust agent that forwards raw bytes unchanged.
 
 Same broker, same client library, same partitions as the real worker; no parsing, no state.
-Run as ``python -m bench.passthrough_app BOOTSTRAP SOURCE SINK WEB_PORT APP_ID``.
+Run as ``python -m bench.passthrough_app BOOTSTRAP SOURCE SINK WEB_PORT APP_ID [send|send_soon]``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from faust.worker import Worker
 
 def main() -> None:
     bootstrap, source, sink, port, app_id = sys.argv[1:6]
+    mode = sys.argv[6] if len(sys.argv) > 6 else "send"  # "send" awaits each send; "send_soon" buffers
     app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", autodiscover=False,
                     web_port=int(port), web_host="127.0.0.1", web_bind="127.0.0.1",
                     consumer_auto_offset_reset="earliest", producer_acks=-1)
@@ -24,7 +25,10 @@ def main() -> None:
     @app.agent(src, name="passthrough")
     async def passthrough(stream):
         async for event in stream.events():
-            await out.send(key=event.key, value=event.value)
+            if mode == "send_soon":
+                out.send_soon(key=event.key, value=event.value)
+            else:
+                await out.send(key=event.key, value=event.value)
             forwarded[0] += 1
 
     @app.page("/metrics")
