@@ -1,0 +1,62 @@
+"""Fault: the worker stops and a new one takes over; per-series state comes back from the changelog.
+
+After the restart, re-sent readings are still recognised as duplicates and a register series
+continues from its high-water mark instead of starting a new baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from conftest import WorkerProcess, consume, produce, wait_for_counts
+
+START = datetime(2026, 4, 1, tzinfo=timezone.utc)
+
+
+def _interval(h: int, i: int) -> bytes:
+    ts = (START + timedelta(minutes=15 * i)).isoformat()
+    return json.dumps({"household_id": f"hh-r{h}", "meter": "water", "ts": ts, "value": float(i % 5)}).encode()
+
+
+def _register(i: int) -> bytes:
+    ts = (START + timedelta(minutes=15 * i)).isoformat()
+    return json.dumps({"household_id": "hh-reg", "meter": "electricity", "ts": ts, "register": 100.0 + i}).encode()
+
+
+def test_series_state_survives_a_worker_restart(kafka_bootstrap, tmp_path):
+    prefix = f"r{uuid.uuid4().hex[:8]}"
+    before = [(f"hh-r{h}".encode(), _interval(h, i)) for h in range(5) for i in range(40)]
+    before += [(b"hh-reg", _register(i)) for i in range(20)]
+
+    first = WorkerProcess(kafka_bootstrap, prefix, tmp_path / "first").start()
+    try:
+        produce(kafka_bootstrap, first.topic("readings.raw"), before)
+        counts = wait_for_counts(first, lambda c: c.get("valid", 0) >= len(before))
+        assert counts["valid"] == len(before) and counts["register_baselines"] == 1
+    finally:
+        first.stop()
+
+    # A new process, same app id: it must rebuild ingest-series-state from its changelog.
+    second = WorkerProcess(kafka_bootstrap, prefix, tmp_path / "second").start()
+    try:
+        resent = before[:100] + [(b"hh-reg", _register(i)) for i in range(10, 20)]
+        new = [(f"hh-r{h}".encode(), _interval(h, i)) for h in range(5) for i in range(40, 50)]
+        new += [(b"hh-reg", _register(i)) for i in range(20, 25)]
+        produce(kafka_bootstrap, second.topic("readings.raw"), resent + new)
+        counts = wait_for_counts(second, lambda c: c.get("valid", 0) >= len(new)
+                                 and c.get("valid", 0) + c.get("duplicates", 0) >= c.get("received", 0) >= len(resent) + len(new))
+        # At least once: what the first worker processed but had not committed yet is delivered
+        # again. It must come out as duplicates (the state came back), never as new readings.
+        redelivered = counts["received"] - len(resent) - len(new)
+        assert counts["duplicates"] == len(resent) + redelivered, second.log_tail()
+        assert counts["valid"] == counts["emitted"] == len(new)
+        assert counts.get("register_baselines", 0) == 0  # the register series continued
+    finally:
+        second.stop()
+
+    validated = consume(kafka_bootstrap, second.topic("readings.validated"), expected=len(before) - 1 + len(new))
+    assert len(validated) == len(before) - 1 + len(new)
+    register_after = [json.loads(r.value) for r in validated if json.loads(r.value)["household_id"] == "hh-reg"]
+    assert [r["value"] for r in register_after[-5:]] == [1.0] * 5  # 1 kWh per read, measured across the restart
