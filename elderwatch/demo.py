@@ -84,8 +84,8 @@ def run_demo(*, seconds: float, households: int, days: int, speed: str) -> int:
 
         def pump() -> None:
             messages = with_mess(canonical_messages(summary.out_dir / "readings.csv"), fraction=0.03)
-            counting = (sent.__setitem__(0, sent[0] + 1) or m for m in messages if not stop.is_set())
-            feed(counting, bootstrap=bootstrap, topic=f"{app_id}.readings.raw", speed=parse_speed(speed), progress=False)
+            feed(messages, bootstrap=bootstrap, topic=f"{app_id}.readings.raw", speed=parse_speed(speed),
+                 progress=False, should_stop=stop.is_set, on_sent=lambda n: sent.__setitem__(0, n))
 
         feeder = threading.Thread(target=pump, name="feed", daemon=True)
         feeder.start()
@@ -97,7 +97,7 @@ def run_demo(*, seconds: float, households: int, days: int, speed: str) -> int:
             print(_line(time.monotonic() - started, counts, sent[0]), flush=True)
             stop.wait(2.0)
         stop.set()
-        feeder.join(timeout=15)
+        feeder.join(timeout=30)  # the feed flushes what it sent before returning
         # Let the worker drain what was sent (up to a minute), then check the books.
         print("feed stopped; letting the worker drain ...", flush=True)
         counts: dict[str, float] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -88,19 +88,23 @@ def paced(messages: Iterable[Outgoing], speed: float | None, sleep=time.sleep, m
 
 
 def feed(messages: Iterable[Outgoing], *, bootstrap: str, topic: str, speed: float | None = None,
-         limit: int | None = None, progress: bool = True, total: int | None = None) -> int:
-    """Send messages; returns how many were sent (all acknowledged by the broker)."""
+         limit: int | None = None, progress: bool = True, total: int | None = None,
+         should_stop: Callable[[], bool] = lambda: False, on_sent: Callable[[int], None] | None = None) -> int:
+    """Send messages until done, ``limit`` or ``should_stop()``; returns how many were sent (all
+    acknowledged by the broker). ``on_sent(n)`` reports the running count."""
     producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=20,
                              compression_type=None, retries=5)
     sent = 0
     bar = tqdm(total=limit or total, unit="msg", disable=not progress, mininterval=0.5)
     try:
         for message in paced(messages, speed):
-            if limit is not None and sent >= limit:
+            if (limit is not None and sent >= limit) or should_stop():
                 break
             producer.send(topic, key=message.key, value=message.value)
             sent += 1
             bar.update(1)
+            if on_sent is not None:
+                on_sent(sent)
         producer.flush()
     finally:
         bar.close()
