@@ -85,18 +85,16 @@ class SeriesState:
     register_ms: int | None = None  # time of the latest register read
 
     def to_json(self) -> dict:
-        # Offsets from the newest timestamp keep the changelog record short.
-        newest = self.newest_ms
-        return {"n": newest, "o": [newest - t for t in self.recent_ms] if newest is not None else [],
-                "r": self.register, "rt": self.register_ms}
+        # Every reading rewrites this record in the changelog, so keep it short: the timestamps as
+        # runs of equal steps ([first, step, count]); a regular meter's 48 hours is a single run.
+        return {"n": self.newest_ms, "t": _as_runs(self.recent_ms), "r": self.register, "rt": self.register_ms}
 
     @classmethod
     def from_json(cls, data: dict | None) -> "SeriesState":
         if not data:
             return cls()
-        newest = data.get("n")
-        recent = sorted(newest - o for o in data.get("o", [])) if newest is not None else []
-        return cls(newest_ms=newest, recent_ms=recent, register=data.get("r"), register_ms=data.get("rt"))
+        return cls(newest_ms=data.get("n"), recent_ms=_from_runs(data.get("t", [])),
+                   register=data.get("r"), register_ms=data.get("rt"))
 
     def _seen(self, t: int) -> bool:
         i = bisect.bisect_left(self.recent_ms, t)
@@ -112,6 +110,28 @@ class SeriesState:
         cutoff = self.newest_ms - horizon_ms
         if self.recent_ms[0] < cutoff:
             del self.recent_ms[: bisect.bisect_left(self.recent_ms, cutoff)]
+
+
+def _as_runs(times: list[int]) -> list[list[int]]:
+    """Ascending ints as arithmetic runs.
+
+    >>> _as_runs([0, 900, 1800, 2700, 2710])
+    [[0, 900, 4], [2710, 0, 1]]
+    """
+    runs: list[list[int]] = []
+    i = 0
+    while i < len(times):
+        step = times[i + 1] - times[i] if i + 1 < len(times) else 0
+        j = i + 1
+        while step and j < len(times) and times[j] - times[j - 1] == step:
+            j += 1
+        runs.append([times[i], step, j - i])
+        i = j
+    return runs
+
+
+def _from_runs(runs: list[list[int]]) -> list[int]:
+    return [first + step * k for first, step, count in runs for k in range(count)]
 
 
 @dataclass(frozen=True, slots=True)

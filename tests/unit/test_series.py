@@ -245,13 +245,15 @@ def test_json_round_trip_of_empty_and_missing_state():
     assert SeriesState.from_json(json.loads(json.dumps(SeriesState().to_json()))) == SeriesState()
 
 
-def test_json_is_compact_offsets():
+def test_json_stores_regular_timestamps_as_one_run():
     state = SeriesState()
     for m in (0, 15, 30):
         accept_reading(state, rg(at(m), 100.0 + m), LIMITS)
+    accept_reading(state, rg(at(37), 140.0), LIMITS)  # an irregular read starts a new run
     data = state.to_json()
-    newest = int(at(30).timestamp() * 1000)
-    assert data == {"n": newest, "o": [1_800_000, 900_000, 0], "r": 130.0, "rt": newest}
+    first, newest = int(at(0).timestamp() * 1000), int(at(37).timestamp() * 1000)
+    assert data == {"n": newest, "t": [[first, 900_000, 3], [newest, 0, 1]], "r": 140.0, "rt": newest}
+    assert SeriesState.from_json(data) == state
 
 
 def test_horizon_pruning_keeps_state_bounded():
@@ -265,7 +267,7 @@ def test_horizon_pruning_keeps_state_bounded():
     assert largest <= bound
     assert len(state.recent_ms) == bound  # full window: newest - 48 h .. newest inclusive
     assert state.recent_ms == sorted(state.recent_ms)
-    assert len(json.dumps(state.to_json())) < 5_000
+    assert len(json.dumps(state.to_json())) < 200  # a full regular horizon is one run
     # the oldest remembered reading is still recognised, one older is too late
     assert accept_reading(state, iv(at(15 * (9999 - 192)), 1.0), LIMITS) == Duplicate()
     assert accept_reading(state, iv(at(15 * (9999 - 193)), 1.0), LIMITS).reason is RejectReason.TOO_LATE
