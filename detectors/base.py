@@ -1,0 +1,76 @@
+"""What every detector shares: the observation it reads and the finding it reports.
+
+Detectors follow river's anomaly-detector protocol (they subclass :class:`river.base.AnomalyDetector`,
+so ``clone()`` and the constructor-parameter ``repr`` come for free):
+
+* ``score_one(x)`` — how anomalous the current episode is *including* ``x``, relative to this
+  household's learned threshold: 1.0 is the threshold. Pure: it changes nothing.
+* ``learn_one(x)`` — advance the running episode and, unless ``x`` is flagged (score ≥ 1), learn it
+  as normal. River's ``protect_anomaly_detector`` idea, built in: a fall is not learned as a nap.
+* ``describe_one(x)`` — called when a warning is raised: severity, a sentence for a community
+  worker, the data time the episode began, and the numbers behind the sentence.
+
+``x`` is a plain dict built by :class:`detectors.monitor.HouseholdMonitor` from one validated
+reading (see :func:`observation`); detectors never mutate it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from river import base
+
+from schemas.anomaly import AnomalyKind, Severity
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    summary: str
+    episode_start: datetime
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+class Detector(base.AnomalyDetector):
+    """A per-household detector for one kind, reading the readings of ``meters``."""
+
+    kind: AnomalyKind
+    meters: tuple[str, ...] = ()
+
+    def describe_one(self, x: dict) -> Finding:  # pragma: no cover - every detector overrides it
+        raise NotImplementedError
+
+    def baseline(self) -> Any:
+        """What has been learned as normal (compared by the conformance suite)."""
+        raise NotImplementedError
+
+
+def observation(meter: str, ts: datetime, value: float, minutes: float, *, local: datetime, gap: bool = False) -> dict:
+    """The ``x`` a detector reads: ``value`` consumed in the ``minutes`` before ``ts``.
+
+    ``local`` is ``ts`` in the household's time zone; ``hour`` is the local hour of the interval's
+    middle (where the consumption most likely happened). ``gap`` marks the first reading after
+    missing data: its ``minutes`` are the usual interval, the missing stretch is unknown, not zero.
+
+    >>> from datetime import timezone
+    >>> t = datetime(2026, 1, 5, 7, 15, tzinfo=timezone.utc)
+    >>> x = observation("water", t, 3.5, 15, local=t)
+    >>> x["hour"], x["active"], x["night"]
+    (7, True, datetime.date(2026, 1, 4))
+    """
+    mid = local - timedelta(minutes=minutes / 2)
+    return {
+        "meter": meter,
+        "ts": ts,
+        "value": value,
+        "active": value > 0,
+        "minutes": minutes,
+        "local": local,
+        "hour": mid.hour,
+        # nights run noon to noon, named by the evening's date
+        "night": (mid - timedelta(hours=12)).date(),
+        "day": mid.date(),
+        "gap": gap,
+    }

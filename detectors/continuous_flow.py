@@ -1,0 +1,180 @@
+"""Continuous flow: water in every interval for longer than this household ever does.
+
+A tap left on, a leak, or someone collapsed in the shower all look the same on the meter: no
+interval without water, at a steady rate. Normal life has runs of wet intervals too (a long
+morning routine, washing up after dinner) but they are made of separate uses, so their *floor*
+— the smallest flow in the run — is low. The detector therefore looks at several windows (45 min
+to 4 h by default) and, for each, at the floor of the flow over it: the lowest L/h of any
+interval in the window (zero if any interval was dry), discounted when the window is lumpy
+(fewer than half its intervals near the floor: separate uses, not one flow). It learns the highest floor this
+household's normal life reached over each window, forgetting slowly. A window whose floor is
+``margin`` times higher flags: a strong flow within an hour, a trickle once the run is longer
+than any normal run (a normal floor of zero makes any flow over that window enough).
+
+>>> from datetime import datetime, timedelta, timezone
+>>> from detectors.base import observation
+>>> det = ContinuousFlowDetector(min_days=2)
+>>> t0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
+>>> def x(t, litres):
+...     return observation("water", t, litres, 15, local=t)
+>>> for i in range(96 * 7):  # a week of mornings with 1-9 litres in four intervals in a row
+...     t = t0 + timedelta(minutes=15 * (i + 1))
+...     det.learn_one(x(t, 1.0 + 8 * (i % 2) if t.hour == 7 else 0.0))
+>>> t = t0 + timedelta(days=7, hours=14)
+>>> flags = []
+>>> for k in range(8):  # a tap left on at 14:00, 3 litres every quarter-hour
+...     t += timedelta(minutes=15)
+...     flags.append(det.score_one(x(t, 3.0)) >= 1)
+...     det.learn_one(x(t, 3.0))
+>>> flags.index(True) + 1  # quarter-hours until flagged
+6
+>>> print(det.describe_one(x(t + timedelta(minutes=15), 3.0)).summary)
+water has run in every interval for 2.2 h since 14:00 (about 27 litres, at least 12 L/h throughout); its water has never run this steadily for 1.5 h before
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import timedelta
+
+from detectors.base import Detector, Finding
+from detectors.rhythm import DecayingMax
+from schemas.anomaly import AnomalyKind, Severity
+
+
+class ContinuousFlowDetector(Detector):
+    """
+    Parameters
+    ----------
+    margin
+        A window's floor flags at ``margin`` × its highest normal floor (the sensitivity knob).
+    windows_minutes
+        The windows a floor is taken over.
+    min_litres_per_hour
+        Never flag a floor below this (a dripping tap is not a welfare matter).
+    half_life_days
+        How fast the highest normal floors are forgotten.
+    min_days
+        Days of data before it scores at all.
+    learn_after_days
+        Days before normal floors are learned.
+    """
+
+    kind = AnomalyKind.CONTINUOUS_FLOW
+    meters = ("water",)
+
+    def __init__(self, margin: float = 1.5, windows_minutes: tuple[int, ...] = (90, 120, 150, 180, 240),
+                 min_litres_per_hour: float = 8.0, half_life_days: float = 90.0, min_days: float = 14.0,
+                 learn_after_days: float = 0.0) -> None:
+        self.margin = margin
+        self.windows_minutes = tuple(windows_minutes)
+        self.min_litres_per_hour = min_litres_per_hour
+        self.half_life_days = half_life_days
+        self.min_days = min_days
+        self.learn_after_days = learn_after_days
+        self._highest = [DecayingMax(half_life_days) for _ in self.windows_minutes]
+        self._run: deque[tuple[float, float]] = deque()  # current wet run: (minutes, litres), newest last
+        self._run_start = None    # data time the current wet run began
+        self._run_minutes = 0.0
+        self._run_litres = 0.0
+        self._pending = None      # highest floors of the current run, learned if it ends unflagged
+        self._flagged = False
+        self._first = None
+
+    def _floors(self, x: dict) -> list[float]:
+        """Lowest flow (L/h) over each window ending with ``x``; 0 if the run is shorter."""
+        if not x["active"]:
+            return [0.0] * len(self.windows_minutes)
+        run = () if x["gap"] else self._run
+        floors = []
+        rates = [x["value"] * 60.0 / x["minutes"]]
+        span = x["minutes"]
+        items = reversed(run)
+        for window in self.windows_minutes:
+            while span < window - 1e-9:
+                item = next(items, None)
+                if item is None:
+                    break
+                minutes, litres = item
+                rates.append(litres * 60.0 / minutes)
+                span += minutes
+            if span < window - 1e-9:
+                floors.append(0.0)
+                continue
+            # a leak is steady: most intervals sit near the floor. A busy hour is lumpy: a few
+            # small uses set the floor, the rest are far above it. Lumpy windows count less.
+            floor = min(rates)
+            steady = sum(r <= 2.5 * floor for r in rates) / len(rates)
+            floors.append(floor * min(1.0, 2.0 * steady))
+        return floors
+
+    def threshold(self, x: dict) -> list[float]:
+        return [max(self.min_litres_per_hour, self.margin * m.get(x["ts"])) for m in self._highest]
+
+    def _ready(self, x: dict, days: float | None = None) -> bool:
+        days = self.min_days if days is None else days
+        return self._first is not None and (x["ts"] - self._first).total_seconds() >= days * 86400
+
+    def score_one(self, x: dict) -> float:
+        if not x["active"] or not self._ready(x):
+            return 0.0
+        return max(f / t for f, t in zip(self._floors(x), self.threshold(x)))
+
+    def learn_one(self, x: dict) -> None:
+        if self._first is None:
+            self._first = x["ts"]
+        flagged = self.score_one(x) >= 1.0
+        floors = self._floors(x)
+        if (not x["active"] or x["gap"]) and self._run_start is not None:
+            # a run just ended: its floors were normal unless it was flagged
+            if not self._flagged and self._pending is not None and self._ready(x, self.learn_after_days):
+                for highest, floor in zip(self._highest, self._pending):
+                    highest.update(floor, x["ts"])
+            self._pending = None
+        if x["active"]:
+            self._pending = floors if self._pending is None or x["gap"] else [
+                max(p, f) for p, f in zip(self._pending, floors)]
+        if not x["active"] or x["gap"]:
+            self._run.clear()
+            self._run_start, self._run_minutes, self._run_litres, self._flagged = None, 0.0, 0.0, False
+        if x["active"]:
+            if self._run_start is None:
+                self._run_start = x["ts"] - timedelta(minutes=x["minutes"])
+            self._run.append((x["minutes"], x["value"]))
+            self._run_minutes += x["minutes"]
+            self._run_litres += x["value"]
+            while len(self._run) > 1 and sum(m for m, _ in self._run) - self._run[0][0] >= max(self.windows_minutes):
+                self._run.popleft()
+            self._flagged = self._flagged or flagged
+
+    def describe_one(self, x: dict) -> Finding:
+        fresh = x["gap"] or self._run_start is None
+        start = x["ts"] - timedelta(minutes=x["minutes"]) if fresh else self._run_start
+        minutes = x["minutes"] + (0.0 if fresh else self._run_minutes)
+        litres = x["value"] + (0.0 if fresh else self._run_litres)
+        floors, limits = self._floors(x), self.threshold(x)
+        i = max(range(len(floors)), key=lambda k: floors[k] / limits[k])
+        start_local = x["local"] - (x["ts"] - start)
+        usual = self._highest[i].get(x["ts"])
+        return Finding(
+            severity=Severity.HIGH if minutes >= 180 else Severity.MEDIUM,
+            summary=(f"water has run in every interval for {_duration(minutes)} since {start_local:%H:%M} "
+                     f"(about {litres:.0f} litres, at least {floors[i]:.0f} L/h throughout); "
+                     + (f"its water has never run this steadily for {_duration(self.windows_minutes[i])} before"
+                        if usual == 0 else
+                        f"its steadiest normal {_duration(self.windows_minutes[i])} kept up {usual:.0f} L/h")),
+            episode_start=start,
+            evidence={"meter": "water", "run_minutes": round(minutes, 1), "litres": round(litres, 1),
+                      "window_minutes": self.windows_minutes[i], "floor_litres_per_hour": round(floors[i], 2),
+                      "usual_floor_litres_per_hour": round(usual, 2)},
+        )
+
+    def baseline(self):
+        return tuple((round(m._value, 9), m.n) for m in self._highest)
+
+
+def _duration(minutes: float) -> str:
+    if minutes < 60:
+        return f"{minutes:.0f} min"
+    h = minutes / 60
+    return f"{h:.0f} h" if abs(h - round(h)) < 0.05 else f"{h:.1f} h"

@@ -1,0 +1,157 @@
+"""Inactivity: the activity this household usually shows has not happened.
+
+Not a fixed window. For every local hour the detector learns how often an interval has some use
+(water, by default). A silence is scored by how many uses were *expected* during it, summed
+over the hours it covered: ``surprise = Σ -log(1 - p_hour)`` per silent interval, which is
+``-log P(this silence)`` if uses were independent. Sleeping hours have ``p ≈ 0`` and add
+nothing, so a long night is normal; a silent morning adds up fast.
+
+The threshold is learned too, per local hour a silence *begins* in: the largest surprise any
+*normal* silence of this household that began within an hour of it reached (a day out after
+breakfast, a late morning after a long night), forgetting slowly, times ``margin``. A household
+that goes out every Tuesday morning gets a higher bar for silences that begin in the morning
+than for one that begins after dinner, where the bedtime routine has never once been missed.
+
+Missing data is not silence: an interval that follows missing readings counts as one ordinary
+interval, and nothing accrues while a meter is offline.
+
+>>> from datetime import datetime, timedelta, timezone
+>>> from detectors.base import observation
+>>> det = InactivityDetector(min_days=3)
+>>> t0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
+>>> def x(t, litres):
+...     return observation("water", t, litres, 15, local=t)
+>>> for i in range(96 * 14):  # two weeks: water used 07:00-21:00 in every other interval
+...     t = t0 + timedelta(minutes=15 * (i + 1))
+...     det.learn_one(x(t, 2.0 if 7 <= t.hour < 21 and i % 2 else 0.0))
+>>> scores = {}
+>>> for k in range(1, 13 * 4 + 1):  # then nothing from 20:30 through the night and the morning
+...     t = t0 + timedelta(days=14, minutes=15 * k)
+...     scores[f"{t:%H:%M}"] = det.score_one(x(t, 0.0))
+...     det.learn_one(x(t, 0.0))
+>>> scores["06:00"] < 1  # the night was silent, as every night is
+True
+>>> next(hhmm for hhmm, score in scores.items() if score >= 1)  # the silent morning is not
+'08:45'
+>>> print(det.describe_one(x(t + timedelta(minutes=15), 0.0)).summary)
+no water since 20:30 (last evening); it is usually used in about 14 of the 67 quarter-hours since then
+"""
+
+from __future__ import annotations
+
+import math
+
+from detectors.base import Detector, Finding
+from detectors.rhythm import DecayingMax, HourlyMean
+from schemas.anomaly import AnomalyKind, Severity
+
+
+class InactivityDetector(Detector):
+    """
+    Parameters
+    ----------
+    meter
+        Whose uses count as activity.
+    margin
+        Threshold = ``margin`` × the largest normal surprise (the sensitivity knob).
+    min_surprise
+        Floor of the threshold (``-log`` probability): a household with few normal silences
+        yet still needs this much evidence.
+    fading_factor
+        Of the hourly activity rates (river ``EWMean``).
+    half_life_days
+        How fast the largest normal silence is forgotten.
+    min_days
+        Days of data before it scores at all.
+    p_cap
+        Largest per-interval probability used, so one missed interval never proves a fall.
+    """
+
+    kind = AnomalyKind.INACTIVITY
+    meters = ("water",)
+
+    def __init__(self, meter: str = "water", margin: float = 1.8, min_surprise: float = 6.0,
+                 fading_factor: float = 0.01, half_life_days: float = 90.0, min_days: float = 14.0,
+                 learn_after_days: float = 3.0, p_cap: float = 0.9) -> None:
+        self.meter = meter
+        self.margin = margin
+        self.min_surprise = min_surprise
+        self.fading_factor = fading_factor
+        self.half_life_days = half_life_days
+        self.min_days = min_days
+        self.learn_after_days = learn_after_days
+        self.p_cap = p_cap
+        self.meters = (meter,)
+        self._rates = HourlyMean(fading_factor)
+        self._normal = [DecayingMax(half_life_days) for _ in range(24)]  # by local hour the silence began
+        self._since = None          # data time of the last use (None: no use seen yet)
+        self._since_hour = 0
+        self._surprise = 0.0
+        self._expected = 0.0        # uses expected during the silence (for the explanation)
+        self._intervals = 0
+        self._flagged = False       # the current silence crossed the threshold
+        self._first = None
+
+    # -- scoring -------------------------------------------------------------------------
+    def _step(self, x: dict) -> float:
+        p = min(self._rates.get(x["hour"]), self.p_cap)
+        return -math.log1p(-p)
+
+    def _ready(self, x: dict, days: float | None = None) -> bool:
+        days = self.min_days if days is None else days
+        return self._first is not None and (x["ts"] - self._first).total_seconds() >= days * 86400
+
+    def usual_max(self, x: dict) -> float:
+        h = self._since_hour
+        return max(self._normal[(h + d) % 24].get(x["ts"]) for d in (-1, 0, 1))
+
+    def threshold(self, x: dict) -> float:
+        return max(self.min_surprise, self.margin * self.usual_max(x))
+
+    def score_one(self, x: dict) -> float:
+        if x["active"] or self._since is None or not self._ready(x):
+            return 0.0
+        return (self._surprise + self._step(x)) / self.threshold(x)
+
+    # -- learning ------------------------------------------------------------------------
+    def learn_one(self, x: dict) -> None:
+        if self._first is None:
+            self._first = x["ts"]
+        flagged = self.score_one(x) >= 1.0
+        if x["active"]:
+            if self._since is not None and not self._flagged and self._ready(x, self.learn_after_days):
+                self._normal[self._since_hour].update(self._surprise, x["ts"])  # a normal silence just ended
+            self._since = x["ts"]
+            self._since_hour = x["local"].hour
+            self._surprise = self._expected = 0.0
+            self._intervals = 0
+            self._flagged = False
+        elif self._since is not None:
+            self._surprise += self._step(x)
+            self._expected += min(self._rates.get(x["hour"]), self.p_cap)
+            self._intervals += 1
+            self._flagged = self._flagged or flagged
+        if not flagged and not self._flagged:
+            self._rates.update(x["hour"], 1.0 if x["active"] else 0.0)
+
+    # -- explaining ----------------------------------------------------------------------
+    def describe_one(self, x: dict) -> Finding:
+        since_local = x["local"] - (x["ts"] - self._since)
+        expected = self._expected + min(self._rates.get(x["hour"]), self.p_cap)
+        n = self._intervals + 1
+        when = since_local.strftime("%H:%M")
+        if since_local.date() != x["local"].date():
+            when += " (last evening)" if (x["local"].date() - since_local.date()).days == 1 else f" on {since_local:%a %d %b}"
+        hours = (x["ts"] - self._since).total_seconds() / 3600
+        unit = "quarter-hours" if 14 <= x["minutes"] <= 16 else "intervals"
+        return Finding(
+            severity=Severity.HIGH,
+            summary=(f"no {self.meter} since {when}; it is usually used in about {expected:.0f} "
+                     f"of the {n} {unit} since then"),
+            episode_start=self._since,
+            evidence={"meter": self.meter, "silent_hours": round(hours, 2), "expected_uses": round(expected, 1),
+                      "surprise": round(self._surprise + self._step(x), 2), "threshold": round(self.threshold(x), 2)},
+        )
+
+    def baseline(self):
+        return self._rates.snapshot(), tuple((round(m._value, 9), m.n) for m in self._normal)

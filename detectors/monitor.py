@@ -1,0 +1,188 @@
+"""All detectors of one household, fed one validated reading at a time.
+
+This is the unit of state: the detect stage keeps one :class:`HouseholdMonitor` per household in
+a changelog-backed table (as :meth:`HouseholdMonitor.dumps` bytes), and ``elderwatch detect``
+keeps one per household in a dict. Both call :meth:`process` with the household's readings in
+the order they arrive, so both produce the same warnings.
+
+What the monitor adds to the detectors:
+
+* the observation ``x``: local time in the household's zone, the interval length, and whether
+  the reading follows missing data (then its interval is the usual one: a gap is unknown, never
+  zero use);
+* episodes: a detector's score crossing 1.0 raises one warning; the episode lasts until the
+  score falls back below 1.0, however many readings that takes;
+* warm-up: no welfare warning before ``warmup_days`` of data (``meter_offline`` is about data and
+  needs no history);
+* sensitivity per kind (issue 4's feedback loop turns it), bounded.
+
+>>> from datetime import datetime, timedelta, timezone
+>>> m = HouseholdMonitor("hh-000001", "Europe/London")
+>>> t0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
+>>> found = []
+>>> for i in range(1, 96 * 30):
+...     t = t0 + timedelta(minutes=15 * i)
+...     litres = 4.0 if 7 <= t.hour < 22 and i % 3 == 0 else 0.0
+...     if i >= 96 * 29 + 40:  # day 30, from 10:00: water running in every interval
+...         litres = 6.0
+...     found += m.process("water", t, litres)
+>>> [(w.kind.value, f"{w.detected_at:%H:%M}") for w in found]
+[('continuous_flow', '11:00')]
+>>> len(m.dumps()) < 10_000
+True
+"""
+
+from __future__ import annotations
+
+import pickle
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from detectors.base import Detector, observation
+from detectors.continuous_flow import ContinuousFlowDetector
+from detectors.decline import DeclineDetector
+from detectors.inactivity import InactivityDetector
+from detectors.meter_offline import MeterOfflineDetector
+from detectors.night_activity import NightActivityDetector
+from detectors.surge import SurgeDetector
+from schemas.anomaly import WELFARE_KINDS, AnomalyKind, AnomalyWarning
+from schemas.readings import Meter
+
+#: Feedback may move a kind's sensitivity only within these bounds.
+SENSITIVITY_BOUNDS = (0.5, 1.5)
+
+
+def default_detectors() -> list[Detector]:
+    return [InactivityDetector(), ContinuousFlowDetector(), SurgeDetector(), NightActivityDetector(),
+            MeterOfflineDetector(), DeclineDetector()]
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Household-independent settings. Everything else is learned per household."""
+
+    warmup_days: float = 21.0
+    #: A step longer than this many usual intervals is missing data, not one long interval.
+    gap_factor: float = 3.0
+    #: Interval assumed for a meter's first reading.
+    first_interval_minutes: float = 15.0
+    kinds: frozenset[AnomalyKind] = field(default_factory=lambda: frozenset(AnomalyKind))
+
+
+class _Series:
+    """Per meter: when it last reported and its usual interval."""
+
+    __slots__ = ("last", "usual")
+
+    def __init__(self) -> None:
+        self.last: datetime | None = None
+        self.usual: float | None = None
+
+    def __getstate__(self):
+        return self.last, self.usual
+
+    def __setstate__(self, state) -> None:
+        self.last, self.usual = state
+
+
+class HouseholdMonitor:
+    """Per-household, per-meter baselines and the detectors that read them."""
+
+    def __init__(self, household_id: str, timezone: str = "UTC", *, config: MonitorConfig | None = None,
+                 detectors: list[Detector] | None = None) -> None:
+        self.household_id = household_id
+        self.timezone = timezone
+        self.config = config or MonitorConfig()
+        self._tz = ZoneInfo(timezone)
+        self.detectors = [d for d in (detectors if detectors is not None else default_detectors())
+                          if d.kind in self.config.kinds]
+        self.sensitivity: dict[AnomalyKind, float] = {}
+        self._series: dict[str, _Series] = {}
+        self._open: set[AnomalyKind] = set()
+        self._first: datetime | None = None
+        self.readings = 0
+        self.out_of_order = 0
+
+    # -- the one entry point -----------------------------------------------------------------
+    def process(self, meter: Meter | str, ts: datetime, value: float) -> list[AnomalyWarning]:
+        """Learn from one reading (``value`` consumed in the interval ending at ``ts``); return new warnings."""
+        meter = str(meter.value if isinstance(meter, Meter) else meter)
+        series = self._series.get(meter)
+        if series is None:
+            series = self._series[meter] = _Series()
+        if series.last is not None and ts <= series.last:
+            # ingest has removed duplicates; an older reading here can only be a replay of the past
+            self.out_of_order += 1
+            return []
+        x = self._observe(meter, series, ts, value)
+        self.readings += 1
+        if self._first is None:
+            self._first = ts
+        warm = (ts - self._first).total_seconds() >= self.config.warmup_days * 86400
+        warnings = []
+        for detector in self.detectors:
+            if meter not in detector.meters:
+                continue
+            score = detector.score_one(x) * self.sensitivity.get(detector.kind, 1.0)
+            if score >= 1.0:
+                if detector.kind not in self._open and (warm or detector.kind not in WELFARE_KINDS):
+                    self._open.add(detector.kind)
+                    warnings.append(self._warning(detector, x, score))
+            else:
+                self._open.discard(detector.kind)
+            detector.learn_one(x)
+        return warnings
+
+    def _observe(self, meter: str, series: _Series, ts: datetime, value: float) -> dict:
+        gap = False
+        if series.last is None:
+            minutes, gap = self.config.first_interval_minutes, True
+        else:
+            minutes = (ts - series.last).total_seconds() / 60
+            if series.usual is not None and minutes > self.config.gap_factor * series.usual:
+                minutes, gap = series.usual, True
+            else:
+                series.usual = minutes if series.usual is None else 0.9 * series.usual + 0.1 * minutes
+        series.last = ts
+        return observation(meter, ts, float(value), minutes, local=ts.astimezone(self._tz), gap=gap)
+
+    def _warning(self, detector: Detector, x: dict, score: float) -> AnomalyWarning:
+        finding = detector.describe_one(x)
+        meter = finding.evidence.get("meter")
+        return AnomalyWarning.for_episode(
+            household_id=self.household_id, kind=detector.kind, meter=Meter(meter) if meter else None,
+            episode_start=finding.episode_start, detected_at=x["ts"], score=score, severity=finding.severity,
+            summary=finding.summary, evidence={k: v for k, v in finding.evidence.items() if k != "meter"})
+
+    # -- feedback (issue 4) ------------------------------------------------------------------
+    def adjust_sensitivity(self, kind: AnomalyKind, factor: float) -> float:
+        """Multiply one kind's sensitivity by ``factor``, kept within :data:`SENSITIVITY_BOUNDS`."""
+        low, high = SENSITIVITY_BOUNDS
+        value = min(max(self.sensitivity.get(kind, 1.0) * factor, low), high)
+        self.sensitivity[kind] = value
+        return value
+
+    # -- state -------------------------------------------------------------------------------
+    def dumps(self) -> bytes:
+        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 6)
+
+    @staticmethod
+    def loads(data: bytes) -> "HouseholdMonitor":
+        monitor = pickle.loads(zlib.decompress(data))
+        if not isinstance(monitor, HouseholdMonitor):
+            raise TypeError("not a HouseholdMonitor state")
+        return monitor
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_tz"]  # rebuilt from the name
+        return state
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+        self._tz = ZoneInfo(self.timezone)
+
+
+

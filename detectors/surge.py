@@ -1,0 +1,177 @@
+"""Surge: electricity far above this household's usual level for the time of day, sustained.
+
+For every local hour the detector learns the usual power (river ``EWMean`` of kW). What is above
+it is *excess*. A kettle is a second of excess, a heater left on is hours of it, so excess is
+summed over several windows (30 min to 4 h by default) and each window sum is compared with the
+largest this household's normal life ever produced over that window (a shower followed by the
+immersion heater, a Sunday roast), times ``margin``. The first window over its bar flags: a
+large fault within half an hour, a smaller one once it has lasted.
+
+>>> from datetime import datetime, timedelta, timezone
+>>> from detectors.base import observation
+>>> det = SurgeDetector(min_days=2)
+>>> t0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
+>>> def x(t, kwh):
+...     return observation("electricity", t, kwh, 15, local=t)
+>>> for i in range(96 * 7):  # a week: 0.1 kWh per quarter-hour, a 2 kW oven 18:00-18:30
+...     t = t0 + timedelta(minutes=15 * (i + 1))
+...     det.learn_one(x(t, 0.6 if t.hour == 18 and t.minute in (15, 30) else 0.1))
+>>> t = t0 + timedelta(days=7, hours=1)
+>>> flags = []
+>>> for k in range(8):  # a 2.5 kW heater left on at 01:00
+...     t += timedelta(minutes=15)
+...     flags.append(det.score_one(x(t, 0.725)) >= 1)
+...     det.learn_one(x(t, 0.725))
+>>> flags.index(True) + 1  # quarter-hours until flagged
+2
+>>> print(det.describe_one(x(t, 0.725)).summary)
+electricity has been about 2.5 kW above this household's usual for this time of day for 2 h (since 01:00)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import timedelta
+
+from detectors.base import Detector, Finding
+from detectors.rhythm import DecayingMax, HourlyMean
+from schemas.anomaly import AnomalyKind, Severity
+
+
+class SurgeDetector(Detector):
+    """
+    Parameters
+    ----------
+    margin
+        A window's excess is flagged at ``margin`` × its largest normal excess (the sensitivity knob).
+    windows_minutes
+        The windows excess is summed over.
+    min_kw
+        Never flag less than this much sustained excess power.
+    fading_factor
+        Of the hourly usual power (river ``EWMean``).
+    half_life_days
+        How fast the largest normal excess is forgotten.
+    min_days
+        Days of data before it scores at all.
+    """
+
+    kind = AnomalyKind.SURGE
+    meters = ("electricity",)
+
+    def __init__(self, margin: float = 1.5, windows_minutes: tuple[int, ...] = (30, 60, 120, 240),
+                 min_kw: float = 1.0, fading_factor: float = 0.02, half_life_days: float = 90.0,
+                 min_days: float = 14.0, learn_after_days: float = 3.0) -> None:
+        self.margin = margin
+        self.windows_minutes = tuple(windows_minutes)
+        self.min_kw = min_kw
+        self.fading_factor = fading_factor
+        self.half_life_days = half_life_days
+        self.min_days = min_days
+        self.learn_after_days = learn_after_days
+        self._usual = HourlyMean(fading_factor)
+        self._largest = [DecayingMax(half_life_days) for _ in self.windows_minutes]
+        self._recent: deque[tuple[float, float]] = deque()  # (minutes, excess kWh), newest last
+        self._run_start = None   # data time the current run of clear excess began
+        self._pending = None     # the largest window sums of that run, learned if it ends unflagged
+        self._quiet_until = None # after a flagged run, nothing is learned until its windows have passed
+        self._flagged = False
+        self._first = None
+
+    def _excess(self, x: dict) -> float:
+        usual_kwh = self._usual.get(x["hour"]) * x["minutes"] / 60.0
+        return max(x["value"] - usual_kwh, 0.0)
+
+    def _sums(self, x: dict) -> list[float]:
+        """Excess summed over each window, ending with ``x``."""
+        sums = []
+        recent = [] if x["gap"] else self._recent
+        for window in self.windows_minutes:
+            total, span = self._excess(x), x["minutes"]
+            for minutes, excess in reversed(recent):
+                if span + minutes > window + 1e-9:
+                    break
+                total += excess
+                span += minutes
+            sums.append(total)
+        return sums
+
+    def threshold(self, x: dict) -> list[float]:
+        return [max(self.min_kw * w / 60.0, self.margin * m.get(x["ts"]))
+                for w, m in zip(self.windows_minutes, self._largest)]
+
+    def _ready(self, x: dict, days: float | None = None) -> bool:
+        days = self.min_days if days is None else days
+        return self._first is not None and (x["ts"] - self._first).total_seconds() >= days * 86400
+
+    def score_one(self, x: dict) -> float:
+        if not self._ready(x):
+            return 0.0
+        return max(s / t for s, t in zip(self._sums(x), self.threshold(x)))
+
+    def learn_one(self, x: dict) -> None:
+        if self._first is None:
+            self._first = x["ts"]
+        flagged = self.score_one(x) >= 1.0
+        excess = self._excess(x)
+        sums = self._sums(x)
+        if x["gap"]:
+            self._recent.clear()
+        learning = self._ready(x, self.learn_after_days) and (self._quiet_until is None or x["ts"] >= self._quiet_until)
+        if excess * 60.0 / x["minutes"] >= self.min_kw / 2:
+            # inside a run of clear excess: what it reaches is learned only once it ends unflagged,
+            # so the first hours of a heater left on never raise the bar it has to clear
+            if self._run_start is None:
+                self._run_start = x["ts"] - timedelta(minutes=x["minutes"])
+                self._pending = [0.0] * len(sums)
+            self._pending = [max(p, s) for p, s in zip(self._pending, sums)]
+            self._flagged = self._flagged or flagged
+        else:
+            if self._run_start is not None:
+                if self._flagged or flagged:
+                    # its trailing windows still hold the episode's excess: learn none of them
+                    self._quiet_until = x["ts"] + timedelta(minutes=max(self.windows_minutes))
+                    learning = False
+                elif learning:
+                    for largest, p in zip(self._largest, self._pending):
+                        largest.update(p, x["ts"])
+            if learning and not flagged:
+                for largest, s in zip(self._largest, sums):
+                    largest.update(s, x["ts"])
+            self._run_start, self._pending, self._flagged = None, None, False
+        self._recent.append((x["minutes"], excess))
+        while sum(m for m, _ in self._recent) > max(self.windows_minutes):
+            self._recent.popleft()
+        if not flagged and not self._flagged:
+            self._usual.update(x["hour"], x["value"] * 60.0 / x["minutes"])
+
+    def describe_one(self, x: dict) -> Finding:
+        start = self._run_start or x["ts"] - timedelta(minutes=x["minutes"])
+        minutes = (x["ts"] - start).total_seconds() / 60
+        usual_kw = self._usual.get(x["hour"])
+        # mean excess power over the episode so far (bounded by the longest window kept)
+        span, total = x["minutes"], self._excess(x)
+        for m, e in reversed(self._recent):
+            if span + m > minutes + 1e-9:
+                break
+            span, total = span + m, total + e
+        excess_kw = total * 60.0 / span
+        start_local = x["local"] - (x["ts"] - start)
+        return Finding(
+            severity=Severity.HIGH if excess_kw >= 2.0 and minutes >= 120 else Severity.MEDIUM,
+            summary=(f"electricity has been about {excess_kw:.1f} kW above this household's usual for this time "
+                     f"of day for {_duration(minutes)} (since {start_local:%H:%M})"),
+            episode_start=start,
+            evidence={"meter": "electricity", "excess_kw": round(excess_kw, 2), "usual_kw": round(usual_kw, 3),
+                      "minutes": round(minutes, 1), "score": round(self.score_one(x), 3)},
+        )
+
+    def baseline(self):
+        return self._usual.snapshot(), tuple((round(m._value, 9), m.n) for m in self._largest)
+
+
+def _duration(minutes: float) -> str:
+    if minutes < 60:
+        return f"{minutes:.0f} min"
+    h = minutes / 60
+    return f"{h:.0f} h" if abs(h - round(h)) < 0.05 else f"{h:.1f} h"
