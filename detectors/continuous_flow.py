@@ -3,8 +3,8 @@
 A tap left on, a leak, or someone collapsed in the shower all look the same on the meter: no
 interval without water, at a steady rate. Normal life has runs of wet intervals too (a long
 morning routine, washing up after dinner) but they are made of separate uses, so their *floor*
-— the smallest flow in the run — is low. The detector therefore looks at several windows (45 min
-to 4 h by default) and, for each, at the floor of the flow over it: the lowest L/h of any
+— the smallest flow in the run — is low. The detector therefore looks at several windows (6 to 16
+intervals by default) and, for each, at the floor of the flow over it: the lowest L/h of any
 interval in the window (zero if any interval was dry), discounted when the window is lumpy
 (fewer than half its intervals near the floor: separate uses, not one flow). It learns the highest floor this
 household's normal life reached over each window, forgetting slowly. A window whose floor is
@@ -48,8 +48,10 @@ class ContinuousFlowDetector(Detector):
     ----------
     margin
         A window's floor flags at ``margin`` × its highest normal floor (the sensitivity knob).
-    windows_minutes
-        The windows a floor is taken over.
+    windows
+        The windows a floor is taken over, in intervals: with quarter-hourly readings 1.5 to 4 h,
+        with hourly ones 6 to 16 h (hourly totals of a busy home are rarely dry, so a run must be
+        longer to mean anything).
     min_litres_per_hour
         Never flag a floor below this (a dripping tap is not a welfare matter).
     half_life_days
@@ -58,21 +60,24 @@ class ContinuousFlowDetector(Detector):
         Days of data before it scores at all.
     learn_after_days
         Days before normal floors are learned.
+    ratchet
+        A flagged run is not learned, but when it ends it raises every window's bar by this factor.
     """
 
     kind = AnomalyKind.CONTINUOUS_FLOW
     meters = ("water",)
 
-    def __init__(self, margin: float = 1.5, windows_minutes: tuple[int, ...] = (90, 120, 150, 180, 240),
+    def __init__(self, margin: float = 1.5, windows: tuple[int, ...] = (6, 8, 10, 12, 16),
                  min_litres_per_hour: float = 8.0, half_life_days: float = 90.0, min_days: float = 14.0,
-                 learn_after_days: float = 0.0) -> None:
+                 learn_after_days: float = 0.0, ratchet: float = 1.15) -> None:
         self.margin = margin
-        self.windows_minutes = tuple(windows_minutes)
+        self.windows = tuple(windows)
         self.min_litres_per_hour = min_litres_per_hour
         self.half_life_days = half_life_days
         self.min_days = min_days
         self.learn_after_days = learn_after_days
-        self._highest = [DecayingMax(half_life_days) for _ in self.windows_minutes]
+        self.ratchet = ratchet
+        self._highest = [DecayingMax(half_life_days) for _ in self.windows]
         self._run: deque[tuple[float, float]] = deque()  # current wet run: (minutes, litres), newest last
         self._run_start = None    # data time the current wet run began
         self._run_minutes = 0.0
@@ -84,21 +89,19 @@ class ContinuousFlowDetector(Detector):
     def _floors(self, x: dict) -> list[float]:
         """Lowest flow (L/h) over each window ending with ``x``; 0 if the run is shorter."""
         if not x["active"]:
-            return [0.0] * len(self.windows_minutes)
+            return [0.0] * len(self.windows)
         run = () if x["gap"] else self._run
         floors = []
         rates = [x["value"] * 60.0 / x["minutes"]]
-        span = x["minutes"]
         items = reversed(run)
-        for window in self.windows_minutes:
-            while span < window - 1e-9:
+        for window in self.windows:
+            while len(rates) < window:
                 item = next(items, None)
                 if item is None:
                     break
                 minutes, litres = item
                 rates.append(litres * 60.0 / minutes)
-                span += minutes
-            if span < window - 1e-9:
+            if len(rates) < window:
                 floors.append(0.0)
                 continue
             # a leak is steady: most intervals sit near the floor. A busy hour is lumpy: a few
@@ -127,9 +130,13 @@ class ContinuousFlowDetector(Detector):
         floors = self._floors(x)
         if (not x["active"] or x["gap"]) and self._run_start is not None:
             # a run just ended: its floors were normal unless it was flagged
-            if not self._flagged and self._pending is not None and self._ready(x, self.learn_after_days):
-                for highest, floor in zip(self._highest, self._pending):
-                    highest.update(floor, x["ts"])
+            if self._pending is not None and self._ready(x, self.learn_after_days):
+                if not self._flagged:
+                    for highest, floor in zip(self._highest, self._pending):
+                        highest.update(floor, x["ts"])
+                elif self.ratchet > 1:
+                    for highest, limit in zip(self._highest, self.threshold(x)):
+                        highest.nudge(limit / self.margin, self.ratchet, x["ts"])
             self._pending = None
         if x["active"]:
             self._pending = floors if self._pending is None or x["gap"] else [
@@ -143,7 +150,7 @@ class ContinuousFlowDetector(Detector):
             self._run.append((x["minutes"], x["value"]))
             self._run_minutes += x["minutes"]
             self._run_litres += x["value"]
-            while len(self._run) > 1 and sum(m for m, _ in self._run) - self._run[0][0] >= max(self.windows_minutes):
+            while len(self._run) >= max(self.windows):
                 self._run.popleft()
             self._flagged = self._flagged or flagged
 
@@ -156,16 +163,17 @@ class ContinuousFlowDetector(Detector):
         i = max(range(len(floors)), key=lambda k: floors[k] / limits[k])
         start_local = x["local"] - (x["ts"] - start)
         usual = self._highest[i].get(x["ts"])
+        window = self.windows[i] * x["minutes"]
         return Finding(
             severity=Severity.HIGH if minutes >= 180 else Severity.MEDIUM,
             summary=(f"water has run in every interval for {_duration(minutes)} since {start_local:%H:%M} "
                      f"(about {litres:.0f} litres, at least {floors[i]:.0f} L/h throughout); "
-                     + (f"its water has never run this steadily for {_duration(self.windows_minutes[i])} before"
+                     + (f"its water has never run this steadily for {_duration(window)} before"
                         if usual == 0 else
-                        f"its steadiest normal {_duration(self.windows_minutes[i])} kept up {usual:.0f} L/h")),
+                        f"its steadiest normal {_duration(window)} kept up {usual:.0f} L/h")),
             episode_start=start,
             evidence={"meter": "water", "run_minutes": round(minutes, 1), "litres": round(litres, 1),
-                      "window_minutes": self.windows_minutes[i], "floor_litres_per_hour": round(floors[i], 2),
+                      "window_minutes": round(window, 1), "floor_litres_per_hour": round(floors[i], 2),
                       "usual_floor_litres_per_hour": round(usual, 2)},
         )
 

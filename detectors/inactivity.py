@@ -65,6 +65,9 @@ class InactivityDetector(Detector):
         Days of data before it scores at all.
     p_cap
         Largest per-interval probability used, so one missed interval never proves a fall.
+    ratchet
+        A flagged silence is not learned, but when it ends it raises its hour's bar by this
+        factor (see :meth:`DecayingMax.nudge`).
     """
 
     kind = AnomalyKind.INACTIVITY
@@ -72,7 +75,7 @@ class InactivityDetector(Detector):
 
     def __init__(self, meter: str = "water", margin: float = 1.8, min_surprise: float = 6.0,
                  fading_factor: float = 0.01, half_life_days: float = 90.0, min_days: float = 14.0,
-                 learn_after_days: float = 3.0, p_cap: float = 0.9) -> None:
+                 learn_after_days: float = 3.0, p_cap: float = 0.9, ratchet: float = 1.15) -> None:
         self.meter = meter
         self.margin = margin
         self.min_surprise = min_surprise
@@ -81,6 +84,7 @@ class InactivityDetector(Detector):
         self.min_days = min_days
         self.learn_after_days = learn_after_days
         self.p_cap = p_cap
+        self.ratchet = ratchet
         self.meters = (meter,)
         self._rates = HourlyMean(fading_factor)
         self._normal = [DecayingMax(half_life_days) for _ in range(24)]  # by local hour the silence began
@@ -119,8 +123,12 @@ class InactivityDetector(Detector):
             self._first = x["ts"]
         flagged = self.score_one(x) >= 1.0
         if x["active"]:
-            if self._since is not None and not self._flagged and self._ready(x, self.learn_after_days):
-                self._normal[self._since_hour].update(self._surprise, x["ts"])  # a normal silence just ended
+            if self._since is not None and self._ready(x, self.learn_after_days):
+                normal = self._normal[self._since_hour]
+                if not self._flagged:
+                    normal.update(self._surprise, x["ts"])  # a normal silence just ended
+                elif self.ratchet > 1:
+                    normal.nudge(self.threshold(x) / self.margin, self.ratchet, x["ts"])
             self._since = x["ts"]
             self._since_hour = x["local"].hour
             self._surprise = self._expected = 0.0

@@ -66,6 +66,9 @@ class NightActivityDetector(Detector):
         An hour is a sleep hour when its share of intervals with use is below this.
     fading_factor, half_life_days, min_days
         As for the other detectors.
+    ratchet
+        A disturbed night is not learned; with a ratchet above 1 it raises the nightly bar by this
+        factor (off by default: it would raise the bar an episode's second night has to clear).
     """
 
     kind = AnomalyKind.NIGHT_ACTIVITY
@@ -75,7 +78,8 @@ class NightActivityDetector(Detector):
                  min_score: float = 7.0, sleep_p: float = 0.12, session_minutes: float = 60.0,
                  power_z: float = 2.5, min_power_kw: float = 0.3,
                  fading_factor: float = 0.01,
-                 half_life_days: float = 90.0, min_days: float = 14.0, learn_after_days: float = 3.0) -> None:
+                 half_life_days: float = 90.0, min_days: float = 14.0, learn_after_days: float = 3.0,
+                 ratchet: float = 1.0) -> None:
         self.meter = meter
         self.nights = nights
         self.window = window
@@ -87,6 +91,7 @@ class NightActivityDetector(Detector):
         self.half_life_days = half_life_days
         self.min_days = min_days
         self.learn_after_days = learn_after_days
+        self.ratchet = ratchet
         self.power_z = power_z
         self.min_power_kw = min_power_kw
         self.meters = (meter, "electricity")
@@ -170,8 +175,11 @@ class NightActivityDetector(Detector):
             self._first = x["ts"]
         flagged = self.score_one(x) >= 1.0
         if self._night != x["night"]:
-            if self._night is not None and self._ready(x, self.learn_after_days) and self._score <= self.threshold(x):
-                self._busiest.update(self._score, x["ts"])  # a normal night just ended
+            if self._night is not None and self._ready(x, self.learn_after_days):
+                if self._score <= self.threshold(x):
+                    self._busiest.update(self._score, x["ts"])  # a normal night just ended
+                elif self.ratchet > 1:
+                    self._busiest.nudge(self.threshold(x) / self.margin, self.ratchet, x["ts"])
             _, self._past = self._tonight_and_past(x)
             self._night, self._score, self._uses, self._first_use = x["night"], 0.0, 0, None
             self._session, self._last_use = 0.0, None

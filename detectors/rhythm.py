@@ -139,6 +139,16 @@ class DecayingMax:
         self._at = now.timestamp()
         self.n += 1
 
+    def nudge(self, floor: float, factor: float, now: datetime) -> None:
+        """Raise the maximum to ``factor`` × max(itself, ``floor``): after a flagged episode ended.
+
+        A flagged episode is never learned as normal, but if a household's life has changed
+        (new job, new habit) the same "anomaly" recurs; each one raising the bar a little means
+        it stops alarming after a few, while one real emergency hardly moves it.
+        """
+        self._value = max(self.get(now), floor) * factor
+        self._at = now.timestamp()
+
     def __getstate__(self):
         return self.half_life_days, self._value, self._at, self.n
 
