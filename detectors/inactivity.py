@@ -8,7 +8,7 @@ nothing, so a long night is normal; a silent morning adds up fast.
 
 The threshold is learned too, per local hour a silence *begins* in: the largest surprise any
 *normal* silence of this household that began within an hour of it reached (a day out after
-breakfast, a late morning after a long night), forgetting slowly, times ``margin``. A household
+breakfast, a late morning after a long night), forgetting slowly, plus ``margin``. A household
 that goes out every Tuesday morning gets a higher bar for silences that begin in the morning
 than for one that begins after dinner, where the bedtime routine has never once been missed.
 
@@ -53,7 +53,8 @@ class InactivityDetector(Detector):
     meter
         Whose uses count as activity.
     margin
-        Threshold = ``margin`` × the largest normal surprise (the sensitivity knob).
+        Threshold = the largest normal surprise + ``margin`` (in ``-log`` probability: 4 is a
+        silence about 50 times less likely than the most unusual normal one).
     min_surprise
         Floor of the threshold (``-log`` probability): a household with few normal silences
         yet still needs this much evidence.
@@ -68,14 +69,19 @@ class InactivityDetector(Detector):
     ratchet
         A flagged silence is not learned, but when it ends it raises its hour's bar by this
         factor (see :meth:`DecayingMax.nudge`).
+    max_normal_hours
+        A longer silence is an absence (a trip, a hospital stay) more than the daily rhythm: it
+        teaches only the surprise of its first ``max_normal_hours``, so a week away in the
+        warm-up does not blind the detector for months.
     """
 
     kind = AnomalyKind.INACTIVITY
     meters = ("water",)
 
-    def __init__(self, meter: str = "water", margin: float = 1.8, min_surprise: float = 6.0,
+    def __init__(self, meter: str = "water", margin: float = 4.0, min_surprise: float = 6.0,
                  fading_factor: float = 0.01, half_life_days: float = 90.0, min_days: float = 14.0,
-                 learn_after_days: float = 3.0, p_cap: float = 0.9, ratchet: float = 1.15) -> None:
+                 learn_after_days: float = 3.0, p_cap: float = 0.9, ratchet: float = 1.15,
+                 max_normal_hours: float = 16.0) -> None:
         self.meter = meter
         self.margin = margin
         self.min_surprise = min_surprise
@@ -85,11 +91,13 @@ class InactivityDetector(Detector):
         self.learn_after_days = learn_after_days
         self.p_cap = p_cap
         self.ratchet = ratchet
+        self.max_normal_hours = max_normal_hours
         self.meters = (meter,)
         self._rates = HourlyMean(fading_factor)
         self._normal = [DecayingMax(half_life_days) for _ in range(24)]  # by local hour the silence began
         self._since = None          # data time of the last use (None: no use seen yet)
         self._since_hour = 0
+        self._capped = None         # the surprise when the silence passed max_normal_hours
         self._surprise = 0.0
         self._expected = 0.0        # uses expected during the silence (for the explanation)
         self._intervals = 0
@@ -110,7 +118,7 @@ class InactivityDetector(Detector):
         return max(self._normal[(h + d) % 24].get(x["ts"]) for d in (-1, 0, 1))
 
     def threshold(self, x: dict) -> float:
-        return max(self.min_surprise, self.margin * self.usual_max(x))
+        return max(self.min_surprise, self.usual_max(x) + self.margin)
 
     def score_one(self, x: dict) -> float:
         if x["active"] or self._since is None or not self._ready(x):
@@ -126,15 +134,19 @@ class InactivityDetector(Detector):
             if self._since is not None and self._ready(x, self.learn_after_days):
                 normal = self._normal[self._since_hour]
                 if not self._flagged:
-                    normal.update(self._surprise, x["ts"])  # a normal silence just ended
-                elif self.ratchet > 1:
-                    normal.nudge(self.threshold(x) / self.margin, self.ratchet, x["ts"])
+                    # a normal silence just ended; a long one teaches only its first hours
+                    normal.update(self._surprise if self._capped is None else self._capped, x["ts"])
+                elif self._flagged and self.ratchet > 1:
+                    normal.nudge(self.threshold(x) - self.margin, self.ratchet, x["ts"])
             self._since = x["ts"]
             self._since_hour = x["local"].hour
             self._surprise = self._expected = 0.0
+            self._capped = None
             self._intervals = 0
             self._flagged = False
         elif self._since is not None:
+            if self._capped is None and (x["ts"] - self._since).total_seconds() > self.max_normal_hours * 3600:
+                self._capped = self._surprise
             self._surprise += self._step(x)
             self._expected += min(self._rates.get(x["hour"]), self.p_cap)
             self._intervals += 1

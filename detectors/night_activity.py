@@ -1,8 +1,7 @@
 """Night activity: up in the household's usual sleep hours, on several nights.
 
 Sleep hours are learned: the night-side local hours (19:00-10:00) in which this household
-rarely uses water (in fewer than ``sleep_p`` of their intervals), around the quietest small
-hour, without the edge hours that bedtimes and wake-ups wander into. Each use in them scores its surprise ``-log p_hour``; uses less than
+rarely uses water (in fewer than ``sleep_p`` of their intervals). Each use in them scores its surprise ``-log p_hour``; uses less than
 ``session_minutes`` apart form a session, and a night scores its busiest session. A toilet visit
 at 03:00 is one short session; being up for an hour with the taps on and off is a long one. Electricity adds evidence too: power well above this hour's usual
 (a kettle, the television, lights for an hour) counts by how many standard deviations it is
@@ -75,7 +74,7 @@ class NightActivityDetector(Detector):
     meters = ("water", "electricity")
 
     def __init__(self, meter: str = "water", nights: int = 2, window: int = 3, margin: float = 1.2,
-                 min_score: float = 7.0, sleep_p: float = 0.12, session_minutes: float = 60.0,
+                 min_score: float = 9.0, sleep_p: float = 0.15, session_minutes: float = 60.0,
                  power_z: float = 2.5, min_power_kw: float = 0.3,
                  fading_factor: float = 0.01,
                  half_life_days: float = 90.0, min_days: float = 14.0, learn_after_days: float = 3.0,
@@ -113,15 +112,7 @@ class NightActivityDetector(Detector):
         return self._rates.count(hour) > 0 and self._rates.get(hour) < self.sleep_p
 
     def _sleeping(self, hour: int) -> bool:
-        """In the block of quiet night-side hours around the quietest small hour, edges excluded."""
-        if hour not in _NIGHT_SIDE or not self._quiet(hour):
-            return False
-        core = min(range(1, 5), key=self._rates.get)
-        i, j = _NIGHT_SIDE.index(core), _NIGHT_SIDE.index(hour)
-        step = 1 if j > i else -1
-        # bedtimes and wake-ups wander into the block's edge hours: they are not sleep hours
-        edge = j + step
-        return 0 <= edge < len(_NIGHT_SIDE) and all(self._quiet(_NIGHT_SIDE[k]) for k in range(i, edge + step, step))
+        return hour in _NIGHT_SIDE and self._quiet(hour)
 
     def _surprise(self, x: dict) -> float:
         if not x["active"] or not self._sleeping(x["hour"]):
@@ -160,7 +151,7 @@ class NightActivityDetector(Detector):
         past = self._past
         if self._night is not None:
             gap_nights = (x["night"] - self._night).days - 1
-            disturbed = self._score > self.threshold(x) and self._first_use is not None
+            disturbed = self._score > self.threshold(x) and self._first_use is not None and self._ready(x)
             past = past + [self._first_use.timestamp() if disturbed else None] + [None] * min(gap_nights, self.window)
         return self._surprise(x), past[-(self.window - 1):] if self.window > 1 else []
 
