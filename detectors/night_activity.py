@@ -32,7 +32,7 @@ pain), raised as soon as the evidence of the latest night crosses the bar.
 >>> day(t0 + timedelta(days=14), 4) is None  # up for an hour: one night is life
 True
 >>> print(day(t0 + timedelta(days=15), 4))  # two nights running are a warning
-up in the night on 2 of the last 3 nights (water at night: 2 times tonight, usually asleep 23:00-05:00)
+up in the night on 2 of the last 3 nights (water at night: 3 times tonight, usually asleep 22:00-06:00)
 """
 
 from __future__ import annotations
