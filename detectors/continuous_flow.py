@@ -6,7 +6,7 @@ morning routine, washing up after dinner) but they are made of separate uses, so
 — the smallest flow in the run — is low. The detector therefore looks at several windows (6 to 16
 intervals by default) and, for each, at the floor of the flow over it: the lowest L/h of any
 interval in the window (zero if any interval was dry), discounted when the window is lumpy
-(fewer than half its intervals near the floor: separate uses, not one flow). It learns the highest floor this
+(few of its intervals near the floor: separate uses, not one flow). It learns the highest floor this
 household's normal life reached over each window, forgetting slowly. A window whose floor is
 ``margin`` times higher flags: a strong flow within an hour, a trickle once the run is longer
 than any normal run (a normal floor of zero makes any flow over that window enough).
@@ -62,14 +62,17 @@ class ContinuousFlowDetector(Detector):
         Days before normal floors are learned.
     ratchet
         A flagged run is not learned, but when it ends it raises every window's bar by this factor.
+    steady_share
+        A window counts fully when at least this share of its intervals is near its floor
+        (within 2.5×); a lumpier window's floor is scaled down in proportion.
     """
 
     kind = AnomalyKind.CONTINUOUS_FLOW
     meters = ("water",)
 
-    def __init__(self, margin: float = 1.5, windows: tuple[int, ...] = (6, 8, 10, 12, 16),
+    def __init__(self, margin: float = 2.0, windows: tuple[int, ...] = (6, 8, 10, 12, 16),
                  min_litres_per_hour: float = 8.0, half_life_days: float = 90.0, min_days: float = 14.0,
-                 learn_after_days: float = 0.0, ratchet: float = 1.15) -> None:
+                 learn_after_days: float = 0.0, ratchet: float = 1.15, steady_share: float = 0.75) -> None:
         self.margin = margin
         self.windows = tuple(windows)
         self.min_litres_per_hour = min_litres_per_hour
@@ -77,6 +80,7 @@ class ContinuousFlowDetector(Detector):
         self.min_days = min_days
         self.learn_after_days = learn_after_days
         self.ratchet = ratchet
+        self.steady_share = steady_share
         self._highest = [DecayingMax(half_life_days) for _ in self.windows]
         self._run: deque[tuple[float, float]] = deque()  # current wet run: (minutes, litres), newest last
         self._run_start = None    # data time the current wet run began
@@ -108,7 +112,7 @@ class ContinuousFlowDetector(Detector):
             # small uses set the floor, the rest are far above it. Lumpy windows count less.
             floor = min(rates)
             steady = sum(r <= 2.5 * floor for r in rates) / len(rates)
-            floors.append(floor * min(1.0, 2.0 * steady))
+            floors.append(floor * min(1.0, steady / self.steady_share))
         return floors
 
     def threshold(self, x: dict) -> list[float]:
