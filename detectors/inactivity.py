@@ -73,6 +73,10 @@ class InactivityDetector(Detector):
         A longer silence is an absence (a trip, a hospital stay) more than the daily rhythm: it
         teaches only the surprise of its first ``max_normal_hours``, so a week away in the
         warm-up does not blind the detector for months.
+    power_kw, power_z
+        An appliance switched on also ends a silence: power at least ``power_kw`` and ``power_z``
+        standard deviations above this hour's usual (a kettle, a hob; not a fridge or thermostat
+        cycling). ``None`` uses the main meter only.
     """
 
     kind = AnomalyKind.INACTIVITY
@@ -81,7 +85,7 @@ class InactivityDetector(Detector):
     def __init__(self, meter: str = "water", margin: float = 4.0, min_surprise: float = 6.0,
                  fading_factor: float = 0.01, half_life_days: float = 90.0, min_days: float = 14.0,
                  learn_after_days: float = 3.0, p_cap: float = 0.9, ratchet: float = 1.15,
-                 max_normal_hours: float = 16.0) -> None:
+                 max_normal_hours: float = 16.0, power_kw: float | None = 0.4, power_z: float = 3.0) -> None:
         self.meter = meter
         self.margin = margin
         self.min_surprise = min_surprise
@@ -92,8 +96,12 @@ class InactivityDetector(Detector):
         self.p_cap = p_cap
         self.ratchet = ratchet
         self.max_normal_hours = max_normal_hours
-        self.meters = (meter,)
+        self.power_kw = power_kw
+        self.power_z = power_z
+        self.meters = (meter,) if power_kw is None else (meter, "electricity")
         self._rates = HourlyMean(fading_factor)
+        self._power = HourlyMean(fading_factor)       # kW, and kW² for its spread
+        self._power_sq = HourlyMean(fading_factor)
         self._normal = [DecayingMax(half_life_days) for _ in range(24)]  # by local hour the silence began
         self._since = None          # data time of the last use (None: no use seen yet)
         self._since_hour = 0
@@ -120,17 +128,30 @@ class InactivityDetector(Detector):
     def threshold(self, x: dict) -> float:
         return max(self.min_surprise, self.usual_max(x) + self.margin)
 
+    def _use(self, x: dict) -> bool:
+        """Someone did something: water ran, or an appliance was switched on (a clear power jump)."""
+        if x["meter"] == self.meter:
+            return x["active"]
+        h = x["hour"]
+        if self._power.count(h) < 7:
+            return False
+        kw, usual = x["value"] * 60.0 / x["minutes"], self._power.get(h)
+        spread = math.sqrt(max(self._power_sq.get(h) - usual * usual, 0.0)) + 0.02
+        return kw - usual >= self.power_kw and (kw - usual) / spread >= self.power_z
+
     def score_one(self, x: dict) -> float:
-        if x["active"] or self._since is None or not self._ready(x):
+        if self._since is None or not self._ready(x) or self._use(x):
             return 0.0
-        return (self._surprise + self._step(x)) / self.threshold(x)
+        step = self._step(x) if x["meter"] == self.meter else 0.0  # only the main meter's silence counts
+        return (self._surprise + step) / self.threshold(x)
 
     # -- learning ------------------------------------------------------------------------
     def learn_one(self, x: dict) -> None:
         if self._first is None:
             self._first = x["ts"]
         flagged = self.score_one(x) >= 1.0
-        if x["active"]:
+        main = x["meter"] == self.meter
+        if self._use(x):
             if self._since is not None and self._ready(x, self.learn_after_days):
                 normal = self._normal[self._since_hour]
                 if not self._flagged:
@@ -144,15 +165,21 @@ class InactivityDetector(Detector):
             self._capped = None
             self._intervals = 0
             self._flagged = False
-        elif self._since is not None:
+        elif self._since is not None and main:
             if self._capped is None and (x["ts"] - self._since).total_seconds() > self.max_normal_hours * 3600:
                 self._capped = self._surprise
             self._surprise += self._step(x)
             self._expected += min(self._rates.get(x["hour"]), self.p_cap)
             self._intervals += 1
             self._flagged = self._flagged or flagged
-        if not flagged and not self._flagged:
+        if flagged or self._flagged:
+            return
+        if main:
             self._rates.update(x["hour"], 1.0 if x["active"] else 0.0)
+        else:
+            kw = x["value"] * 60.0 / x["minutes"]
+            self._power.update(x["hour"], kw)
+            self._power_sq.update(x["hour"], kw * kw)
 
     # -- explaining ----------------------------------------------------------------------
     def describe_one(self, x: dict) -> Finding:
