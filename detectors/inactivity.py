@@ -34,7 +34,8 @@ True
 >>> next(hhmm for hhmm, score in scores.items() if score >= 1)  # the silent morning is not
 '08:45'
 >>> print(det.describe_one(x(t + timedelta(minutes=15), 0.0)).summary)
-no water since 20:30 (last evening); it is usually used in about 14 of the 67 quarter-hours since then
+no water used and no appliance switched on since 20:30 (last evening); water is usually used in about 14
+of the 67 quarter-hours since then
 """
 
 from __future__ import annotations
@@ -193,7 +194,8 @@ class InactivityDetector(Detector):
         unit = "quarter-hours" if 14 <= x["minutes"] <= 16 else "intervals"
         return Finding(
             severity=Severity.HIGH,
-            summary=(f"no {self.meter} since {when}; it is usually used in about {expected:.0f} "
+            summary=(f"no {self.meter} used{'' if self.power_kw is None else ' and no appliance switched on'} since "
+                     f"{when}; {self.meter} is usually used in about {expected:.0f} "
                      f"of the {n} {unit} since then"),
             episode_start=self._since,
             evidence={"meter": self.meter, "silent_hours": round(hours, 2), "expected_uses": round(expected, 1),
