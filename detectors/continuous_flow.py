@@ -62,9 +62,9 @@ class ContinuousFlowDetector(Detector):
         Days before normal floors are learned.
     ratchet
         A flagged run is not learned, but when it ends it raises every window's bar by this factor.
-    steady_share
-        A window counts fully when at least this share of its intervals is near its floor
-        (within 2.5×); a lumpier window's floor is scaled down in proportion.
+    steady_share, steady_ratio
+        A window counts fully when at least ``steady_share`` of its intervals are near its floor
+        (within ``steady_ratio`` ×); a lumpier window's floor is scaled down in proportion.
     """
 
     kind = AnomalyKind.CONTINUOUS_FLOW
@@ -72,7 +72,8 @@ class ContinuousFlowDetector(Detector):
 
     def __init__(self, margin: float = 2.0, windows: tuple[int, ...] = (6, 8, 10, 12, 16),
                  min_litres_per_hour: float = 8.0, half_life_days: float = 90.0, min_days: float = 14.0,
-                 learn_after_days: float = 0.0, ratchet: float = 1.15, steady_share: float = 0.75) -> None:
+                 learn_after_days: float = 0.0, ratchet: float = 1.15, steady_share: float = 0.75,
+                 steady_ratio: float = 2.5) -> None:
         self.margin = margin
         self.windows = tuple(windows)
         self.min_litres_per_hour = min_litres_per_hour
@@ -81,6 +82,7 @@ class ContinuousFlowDetector(Detector):
         self.learn_after_days = learn_after_days
         self.ratchet = ratchet
         self.steady_share = steady_share
+        self.steady_ratio = steady_ratio
         self._highest = [DecayingMax(half_life_days) for _ in self.windows]
         self._run: deque[tuple[float, float]] = deque()  # current wet run: (minutes, litres), newest last
         self._run_start = None    # data time the current wet run began
@@ -111,7 +113,7 @@ class ContinuousFlowDetector(Detector):
             # a leak is steady: most intervals sit near the floor. A busy hour is lumpy: a few
             # small uses set the floor, the rest are far above it. Lumpy windows count less.
             floor = min(rates)
-            steady = sum(r <= 2.5 * floor for r in rates) / len(rates)
+            steady = sum(r <= self.steady_ratio * floor for r in rates) / len(rates)
             floors.append(floor * min(1.0, steady / self.steady_share))
         return floors
 

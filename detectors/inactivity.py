@@ -74,6 +74,8 @@ class InactivityDetector(Detector):
         A longer silence is an absence (a trip, a hospital stay) more than the daily rhythm: it
         teaches only the surprise of its first ``max_normal_hours``, so a week away in the
         warm-up does not blind the detector for months.
+    neighbours
+        A silence's bar is the largest normal one begun within this many hours of it.
     power_kw, power_z
         An appliance switched on also ends a silence: power at least ``power_kw`` and ``power_z``
         standard deviations above this hour's usual (a kettle, a hob; not a fridge or thermostat
@@ -86,7 +88,8 @@ class InactivityDetector(Detector):
     def __init__(self, meter: str = "water", margin: float = 4.0, min_surprise: float = 6.0,
                  fading_factor: float = 0.01, half_life_days: float = 90.0, min_days: float = 14.0,
                  learn_after_days: float = 3.0, p_cap: float = 0.9, ratchet: float = 1.15,
-                 max_normal_hours: float = 16.0, power_kw: float | None = 0.4, power_z: float = 3.0) -> None:
+                 max_normal_hours: float = 16.0, power_kw: float | None = 0.4, power_z: float = 3.0,
+                 neighbours: int = 1) -> None:
         self.meter = meter
         self.margin = margin
         self.min_surprise = min_surprise
@@ -97,6 +100,7 @@ class InactivityDetector(Detector):
         self.p_cap = p_cap
         self.ratchet = ratchet
         self.max_normal_hours = max_normal_hours
+        self.neighbours = neighbours
         self.power_kw = power_kw
         self.power_z = power_z
         self.meters = (meter,) if power_kw is None else (meter, "electricity")
@@ -124,7 +128,7 @@ class InactivityDetector(Detector):
 
     def usual_max(self, x: dict) -> float:
         h = self._since_hour
-        return max(self._normal[(h + d) % 24].get(x["ts"]) for d in (-1, 0, 1))
+        return max(self._normal[(h + d) % 24].get(x["ts"]) for d in range(-self.neighbours, self.neighbours + 1))
 
     def threshold(self, x: dict) -> float:
         return max(self.min_surprise, self.usual_max(x) + self.margin)

@@ -14,7 +14,9 @@ What the monitor adds to the detectors:
   score falls back below 1.0, however many readings that takes;
 * warm-up: no welfare warning before ``warmup_days`` of data (``meter_offline`` is about data and
   needs no history);
-* sensitivity per kind (issue 4's feedback loop turns it), bounded.
+* sensitivity per kind (issue 4's feedback loop turns it), bounded. It multiplies scores for the
+  warning decision only; what a detector learns follows its own threshold, so feedback that
+  quiets a household's alarms never teaches a detector that an emergency is normal.
 
 >>> from datetime import datetime, timedelta, timezone
 >>> m = HouseholdMonitor("hh-000001", "Europe/London")

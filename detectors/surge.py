@@ -54,6 +54,10 @@ class SurgeDetector(Detector):
         How fast the largest normal excess is forgotten.
     min_days
         Days of data before it scores at all.
+    learn_after_days
+        Days before normal excess is learned (the usual power needs a few days first).
+    short_margin
+        Extra margin for windows of 30 minutes or less, where cooking and laundry live.
     """
 
     kind = AnomalyKind.SURGE
@@ -61,7 +65,7 @@ class SurgeDetector(Detector):
 
     def __init__(self, margin: float = 1.5, windows_minutes: tuple[int, ...] = (30, 60, 120, 240),
                  min_kw: float = 1.0, fading_factor: float = 0.02, half_life_days: float = 90.0,
-                 min_days: float = 14.0, learn_after_days: float = 3.0) -> None:
+                 min_days: float = 14.0, learn_after_days: float = 3.0, short_margin: float = 1.4) -> None:
         self.margin = margin
         self.windows_minutes = tuple(windows_minutes)
         self.min_kw = min_kw
@@ -69,6 +73,7 @@ class SurgeDetector(Detector):
         self.half_life_days = half_life_days
         self.min_days = min_days
         self.learn_after_days = learn_after_days
+        self.short_margin = short_margin
         self._usual = HourlyMean(fading_factor)
         self._largest = [DecayingMax(half_life_days) for _ in self.windows_minutes]
         self._recent: deque[tuple[float, float]] = deque()  # (minutes, excess kWh), newest last
@@ -97,7 +102,8 @@ class SurgeDetector(Detector):
         return sums
 
     def threshold(self, x: dict) -> list[float]:
-        return [max(self.min_kw * w / 60.0, self.margin * m.get(x["ts"]))
+        # the shortest windows are where cooking and laundry live: they need a wider margin
+        return [max(self.min_kw * w / 60.0, self.margin * (self.short_margin if w <= 30 else 1.0) * m.get(x["ts"]))
                 for w, m in zip(self.windows_minutes, self._largest)]
 
     def _ready(self, x: dict, days: float | None = None) -> bool:
