@@ -75,7 +75,8 @@ class InactivityDetector(Detector):
         teaches only the surprise of its first ``max_normal_hours``, so a week away in the
         warm-up does not blind the detector for months.
     neighbours
-        A silence's bar is the largest normal one begun within this many hours of it.
+        A silence's bar is the largest normal one begun within this many hours of it (more for
+        long intervals, which give fewer silences to learn from: ±3 h for hourly readings).
     power_kw, power_z
         An appliance switched on also ends a silence: power at least ``power_kw`` and ``power_z``
         standard deviations above this hour's usual (a kettle, a hob; not a fridge or thermostat
@@ -128,7 +129,9 @@ class InactivityDetector(Detector):
 
     def usual_max(self, x: dict) -> float:
         h = self._since_hour
-        return max(self._normal[(h + d) % 24].get(x["ts"]) for d in range(-self.neighbours, self.neighbours + 1))
+        # hourly readings give one silence per hour of the day at most: pool over more hours
+        n = max(self.neighbours, round(x["minutes"] / 20))
+        return max(self._normal[(h + d) % 24].get(x["ts"]) for d in range(-n, n + 1))
 
     def threshold(self, x: dict) -> float:
         return max(self.min_surprise, self.usual_max(x) + self.margin)
