@@ -168,7 +168,8 @@ class HouseholdMonitor:
 
     # -- state -------------------------------------------------------------------------------
     def dumps(self) -> bytes:
-        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 6)
+        # level 1: the changelog write happens for every reading; 5 % larger, half the time of level 6
+        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 1)
 
     @staticmethod
     def loads(data: bytes) -> "HouseholdMonitor":

@@ -56,6 +56,26 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from detectors.offline import DetectStats, MalformedFile, check_timezone, detect_file, write_warnings
+
+    stats = DetectStats()
+    try:
+        check_timezone(args.timezone)
+        write_warnings(detect_file(args.readings, args.households, default_timezone=args.timezone, stats=stats), args.out)
+    except (MalformedFile, ValueError, OSError) as exc:
+        print(f"elderwatch detect: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({**stats.summary(), "out": str(args.out)}))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from elderwatch.evaluation.command import run_evaluate
+
+    return run_evaluate(args)
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from schemas.export import export_json_schemas
 
@@ -119,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timezone", default="Europe/Madrid", help="zone of the file's local timestamps")
     p.set_defaults(func=_cmd_import)
 
+    p = sub.add_parser("detect", help="run the detectors over a readings file, offline (same code as the detect stage)")
+    p.add_argument("--readings", type=Path, required=True, help="canonical CSV (household_id,meter,ts,value; .gz ok)")
+    p.add_argument("--households", type=Path, help="households.csv: each household's timezone")
+    p.add_argument("--timezone", default="UTC", help="zone of households not in --households (default UTC)")
+    p.add_argument("--out", type=Path, required=True, help="warnings, one AnomalyWarning JSON per line")
+    p.set_defaults(func=_cmd_detect)
+
     p = sub.add_parser("schema", help="wire formats")
     p.add_argument("action", choices=["export"])
     p.add_argument("dir", type=Path, help="directory to write JSON Schema files into")
@@ -135,6 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-days", type=int, default=28, help="no anomalies in the first days")
     p.add_argument("--compress", action="store_true", help="write readings.csv.gz")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("evaluate", help="score warnings against labels; fixed-rule baselines kizuki, shanghai, seoul")
+    p.add_argument("--labels", type=Path, help="labels.jsonl (households.csv and manifest.json are looked for beside it); "
+                                               "without it: unlabelled data, warnings per household-month")
+    p.add_argument("--warnings", type=Path, help="detector warnings, JSON lines of AnomalyWarning")
+    p.add_argument("--readings", type=Path, help="canonical readings CSV (.gz ok): household spans, and the baselines' input")
+    p.add_argument("--households", type=Path, help="households.csv (time zones for the day/night split)")
+    p.add_argument("--manifest", type=Path, help="the simulator's manifest.json (warm-up, spans without --readings)")
+    p.add_argument("--baseline", choices=["kizuki", "shanghai", "seoul"], help="score this fixed rule (run on --readings)")
+    p.add_argument("--baselines", action="store_true", help="score all three fixed rules next to the warnings")
+    p.add_argument("--json", type=Path, help="write every number as JSON here")
+    p.add_argument("--warmup-days", type=float, help="warm-up (default: the manifest's; 28 days from each household's "
+                                                     "first reading for unlabelled data)")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("broker", help="local Apache Kafka for development: fetch | run [--port N]")
     p.add_argument("broker_args", nargs=argparse.REMAINDER)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.ingest import IngestLimits
@@ -54,6 +54,20 @@ class Settings(BaseSettings):
     max_electricity_kwh_per_hour: float = Field(default=60.0, gt=0)
     water_readback_tolerance_litres: float = Field(default=500.0, ge=0)
     electricity_readback_tolerance_kwh: float = Field(default=5.0, ge=0)
+    # Detect
+    default_timezone: str = Field(default="UTC", description="IANA zone of a household not listed in households_file.")
+    households_file: Path | None = Field(default=None, description="households.csv (its timezone column); read once at start.")
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {name!r}") from exc
+        return name
 
     @model_validator(mode="after")
     def _safe_for_production(self) -> "Settings":

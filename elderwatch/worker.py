@@ -9,10 +9,18 @@ from elderwatch.settings import Settings
 
 def ensure_topics(settings: Settings) -> None:
     from elderwatch.localkafka import create_topics
+    from streams.tables import ALL_TABLES, changelog_topic
     from streams.topics import partition_plan
 
     create_topics(settings.kafka_bootstrap_servers, partition_plan(settings.partitions, settings.topic_prefix),
                   replication_factor=settings.replication_factor)
+    # The tables' changelogs too (compacted, as faust would make them). Left to faust, a changelog
+    # created while the worker joins its group can be recorded with 0 partitions in the group's
+    # metadata snapshot, and the first write to the table then fails with PartitionsMismatch
+    # (seen once on a fresh app id: the detect agent crashed on its first reading).
+    changelogs = {changelog_topic(settings.app_id, table): settings.partitions for table in ALL_TABLES}
+    create_topics(settings.kafka_bootstrap_servers, changelogs, replication_factor=settings.replication_factor,
+                  config={name: {"cleanup.policy": "compact"} for name in changelogs})
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:

@@ -14,3 +14,29 @@ def series_state_table(app: faust.App, settings: Settings) -> faust.Table:
     return app.Table(SERIES_STATE, default=None, partitions=settings.partitions,
                      key_type=str, value_type=None,
                      help="Per household and meter: recent timestamps (de-duplication) and the register high-water mark.")
+
+
+DETECT_STATE = "detect-household-state"
+
+
+def detect_state_table(app: faust.App, settings: Settings) -> faust.Table:
+    """``household_id`` (UTF-8 bytes) -> state record bytes (``streams.detect.encode_state``: the offset
+    of the last readings.validated message applied, then :meth:`HouseholdMonitor.dumps`),
+    co-partitioned with readings.validated. Bytes types make Faust use its raw codec, so a
+    changelog record's key is the household id exactly as on readings.validated."""
+    return app.Table(DETECT_STATE, default=None, partitions=settings.partitions,
+                     key_type=bytes, value_type=bytes,
+                     help="Per household: the detectors' baselines and open episodes (HouseholdMonitor).")
+
+
+#: Every table, for creating their changelog topics before the app starts.
+ALL_TABLES = (SERIES_STATE, DETECT_STATE)
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """Faust's name for a table's changelog topic (``<app_id>-<table>-changelog``).
+
+    >>> changelog_topic("elderwatch", DETECT_STATE)
+    'elderwatch-detect-household-state-changelog'
+    """
+    return f"{app_id}-{table}-changelog"

@@ -32,7 +32,11 @@ READINGS_DEADLETTER = TopicSpec(
     "readings.deadletter", key="household_id if known, else none", value="JSON DeadLetter (original bytes + reason)",
     keyed_by_household=False, description="Every rejected message, exactly as received, with why and where from.")
 
-ALL_TOPICS = (READINGS_RAW, READINGS_BY_HOUSEHOLD, READINGS_VALIDATED, READINGS_DEADLETTER)
+ANOMALIES = TopicSpec(
+    "anomalies", key="household_id", value="JSON AnomalyWarning",
+    keyed_by_household=True, description="One warning per anomaly episode, from the detect stage. Dispatch reads this.")
+
+ALL_TOPICS = (READINGS_RAW, READINGS_BY_HOUSEHOLD, READINGS_VALIDATED, READINGS_DEADLETTER, ANOMALIES)
 
 
 def full_name(spec: TopicSpec, prefix: str = "") -> str:

@@ -10,7 +10,6 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import pytest
 from conftest import WorkerProcess, consume, produce, wait_for_counts
 
 START = datetime(2026, 4, 1, tzinfo=timezone.utc)
@@ -26,10 +25,12 @@ def _register(i: int) -> bytes:
     return json.dumps({"household_id": "hh-reg", "meter": "electricity", "ts": ts, "register": 100.0 + i}).encode()
 
 
-# Known, unexplained: in about 1 run of 4 the second worker stops consuming part of readings.raw
-# for minutes after taking over (seen 2026-11-25; received stays short of what was sent). Kept
-# running and reported, not hidden; the state-recovery assertions hold whenever it does consume.
-@pytest.mark.xfail(strict=False, reason="intermittent consumer stall after worker restart (under investigation)")
+# Records are waiting in readings.raw when the second worker starts (the re-sent ones) and arrive
+# while it restores its table (the new ones: /health answers before recovery ends). faust 0.15.3 on
+# its own loses records at exactly that hand-over (faust-streaming#596): some never reach the agents
+# and the partition's commit stops at the first of them for good, so `received` stays ~10 short and
+# the 90 s wait below runs out (without the fix: 5 of 10 runs with every record sent after /health,
+# 4 of 6 with the re-sent ones waiting). streams/recovery.py fixes it; this is its regression test.
 def test_series_state_survives_a_worker_restart(kafka_bootstrap, tmp_path):
     prefix = f"r{uuid.uuid4().hex[:8]}"
     before = [(f"hh-r{h}".encode(), _interval(h, i)) for h in range(5) for i in range(40)]
@@ -44,12 +45,13 @@ def test_series_state_survives_a_worker_restart(kafka_bootstrap, tmp_path):
         first.stop()
 
     # A new process, same app id: it must rebuild ingest-series-state from its changelog.
+    resent = before[:100] + [(b"hh-reg", _register(i)) for i in range(10, 20)]
+    new = [(f"hh-r{h}".encode(), _interval(h, i)) for h in range(5) for i in range(40, 50)]
+    new += [(b"hh-reg", _register(i)) for i in range(20, 25)]
+    produce(kafka_bootstrap, first.topic("readings.raw"), resent)  # waiting when the second worker starts
     second = WorkerProcess(kafka_bootstrap, prefix, tmp_path / "second").start()
     try:
-        resent = before[:100] + [(b"hh-reg", _register(i)) for i in range(10, 20)]
-        new = [(f"hh-r{h}".encode(), _interval(h, i)) for h in range(5) for i in range(40, 50)]
-        new += [(b"hh-reg", _register(i)) for i in range(20, 25)]
-        produce(kafka_bootstrap, second.topic("readings.raw"), resent + new)
+        produce(kafka_bootstrap, second.topic("readings.raw"), new)  # /health answers before recovery ends
         counts = wait_for_counts(second, lambda c: c.get("valid", 0) >= len(new)
                                  and c.get("duplicates", 0) >= len(resent), timeout=90)
         # At least once: what the first worker processed but had not committed yet (at either stage)

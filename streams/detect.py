@@ -1,0 +1,276 @@
+"""The detect stage: ``readings.validated`` -> per-household detectors -> ``anomalies``.
+
+One :class:`~detectors.monitor.HouseholdMonitor` per household, the same code ``elderwatch
+detect`` runs over a file (``detectors/offline.py``), fed each household's readings in the order
+they reached their partition of ``readings.validated``. Its state lives in the changelog-backed
+table ``detect-household-state`` (co-partitioned with readings.validated), rewritten after every
+reading, so a worker that takes over a partition continues exactly where the last one stopped.
+
+Per reading, in this order:
+
+1. parse; a message that is not a ValidatedReading keyed by its household is dead-lettered
+   (ingest wrote it, so this should not happen; it is counted, never a crash);
+2. the household's state record holds the offset of the last readings.validated message it
+   includes: a message at or below it is a redelivery after a restart (its warnings were sent
+   before its state was written, step 4 before 5) and is skipped, so a restart neither loses nor
+   repeats a warning nor feeds the monitor a reading twice;
+3. ``monitor.process(meter, ts, value)``; if a detector raises, the reading is counted as failed
+   and the household continues from the state before it;
+4. warnings to ``anomalies`` (key household_id, value ``AnomalyWarning`` JSON);
+5. the new state record reassigned in the table (which writes the changelog).
+
+A crash between 4 and 5 re-sends that reading's warnings after restart (at least once; the
+``warning_id`` is the idempotency key downstream). The other way round would lose them.
+
+Loading and dumping a monitor on every reading costs time (measured in ``elderwatch_detect_seconds``
+by phase), so live monitors are also kept in memory (:class:`MonitorCache`). A cached
+monitor is used only while the table still holds the very record it produced; any other record
+(restored from the changelog after a rebalance, or written by another worker) is loaded instead,
+and a monitor is out of the cache while it processes, so an interrupted reading cannot leave a
+cached monitor ahead of the table.
+The table is still written on every reading: the changelog is what makes a restart safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import faust
+from pydantic import ValidationError
+
+from detectors.monitor import HouseholdMonitor, MonitorConfig
+from detectors.offline import MonitorFactory, new_monitor, plain_datetime
+from elderwatch.settings import Settings
+from schemas.anomaly import AnomalyWarning
+from schemas.dead_letter import DeadLetter, RejectReason
+from schemas.readings import ValidatedReading
+from streams.ingest.parse import Rejection, _describe, _reason_for
+from streams.metrics import DetectMetrics
+
+log = logging.getLogger(__name__)
+
+#: Live monitors kept per worker: ~52 KiB each in memory (a 56-day-old monitor; its record is ~3 KiB),
+#: so about 100 MiB.
+DEFAULT_CACHE_SIZE = 2048
+
+_OFFSET = struct.Struct(">q")
+
+
+def encode_state(offset: int, monitor_state: bytes) -> bytes:
+    """A table value: the offset of the last readings.validated message applied, then the monitor.
+
+    >>> decode_state(encode_state(41, b"monitor"))
+    (41, b'monitor')
+    """
+    return _OFFSET.pack(offset) + monitor_state
+
+
+def decode_state(record: bytes) -> tuple[int, bytes]:
+    return _OFFSET.unpack_from(record)[0], record[_OFFSET.size:]
+
+
+def parse_validated(value: bytes | None, key: bytes | None) -> ValidatedReading | Rejection:
+    """A message of readings.validated, or why it is not one (never raises for bad input).
+
+    >>> parse_validated(b'{"household_id": "h1", "meter": "water", "ts": "2026-01-05T00:15:00Z", "value": 1}', b"h1").value
+    1.0
+    >>> parse_validated(b'{"household_id": "h1", "meter": "water", "ts": "2026-01-05T00:15:00Z", "value": 1}', b"h2").reason.value
+    'invalid_field'
+    >>> parse_validated(b'not json', None).reason.value
+    'not_json'
+    """
+    if not value:
+        return Rejection(RejectReason.NOT_JSON, "empty message")
+    try:
+        reading = ValidatedReading.model_validate_json(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            reason = RejectReason.NOT_JSON
+        elif first["type"] == "model_type" or not first["loc"]:
+            reason = RejectReason.NOT_AN_OBJECT
+        else:
+            reason = _reason_for(first)
+        return Rejection(reason, _describe(exc))
+    if key != reading.household_id.encode():
+        # The table's changelog partition is the message's partition: a household's readings
+        # must all arrive keyed by it, or its state would be split across workers.
+        return Rejection(RejectReason.INVALID_FIELD, "message key is not the reading's household_id",
+                         reading.household_id)
+    return reading
+
+
+class MonitorCache:
+    """household -> (live monitor, the state record it corresponds to), for at most ``max_size`` households.
+
+    A monitor is *taken* out while it processes a reading and put back with its new record once
+    that record is in the table, so a reading interrupted half-way never leaves a cached monitor
+    that is ahead of the table.
+
+    When full, a new household is simply not cached (nothing is evicted): live readings come round
+    robin over households, where evicting the least recently used would make every lookup miss
+    once there are more households than places; this way the first ``max_size`` always hit.
+    It is emptied when partitions are revoked.
+
+    >>> cache = MonitorCache(1)
+    >>> cache.put("a", "monitor-a", b"r1"); cache.take("a", b"r1"), len(cache)
+    ('monitor-a', 0)
+    >>> cache.put("a", "monitor-a", b"r1"); cache.take("a", b"r0") is None  # the table holds another record
+    True
+    >>> cache.put("a", "monitor-a", b"r1"); cache.put("b", "monitor-b", b"r1"); cache.take("b", b"r1") is None
+    True
+    >>> cache.take("a", b"r1")
+    'monitor-a'
+    """
+
+    def __init__(self, max_size: int = DEFAULT_CACHE_SIZE) -> None:
+        self.max_size = max_size
+        self._entries: dict[str, tuple[HouseholdMonitor, bytes]] = {}
+
+    def take(self, household_id: str, record: bytes | None) -> HouseholdMonitor | None:
+        """The cached monitor, removed from the cache, if it is the one that wrote ``record``."""
+        entry = self._entries.pop(household_id, None)
+        if entry is None:
+            return None
+        monitor, cached_record = entry
+        if record is None or (cached_record is not record and cached_record != record):
+            return None  # the table moved on without this worker (or was rebuilt): load it instead
+        return monitor
+
+    def put(self, household_id: str, monitor: HouseholdMonitor, record: bytes) -> None:
+        if household_id in self._entries or len(self._entries) < self.max_size:
+            self._entries[household_id] = (monitor, record)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One reading applied to its household's monitor, not yet stored."""
+
+    household_id: str
+    warnings: list[AnomalyWarning]
+    monitor: HouseholdMonitor
+    record: bytes
+
+
+class HouseholdStates:
+    """The detect stage's per-reading logic over any mutable mapping (the Faust table, or a dict in tests).
+
+    The table is keyed by the household id as bytes (the key of readings.validated)."""
+
+    def __init__(self, table: MutableMapping[bytes, bytes], timezones: Mapping[str, str], default_timezone: str, *,
+                 config: MonitorConfig | None = None, monitor_factory: MonitorFactory = new_monitor,
+                 monitor_loads: Callable[[bytes], HouseholdMonitor] = HouseholdMonitor.loads,
+                 cache_size: int = DEFAULT_CACHE_SIZE, metrics: DetectMetrics | None = None) -> None:
+        self.table, self.timezones, self.default_timezone = table, timezones, default_timezone
+        self.config, self.monitor_factory, self.monitor_loads = config, monitor_factory, monitor_loads
+        self.cache = MonitorCache(cache_size)
+        self.metrics = metrics
+
+    def process(self, reading: ValidatedReading, offset: int) -> Step | None:
+        """Apply one reading (``offset``: its position in its partition). None if the state already has it.
+
+        Raises whatever a detector raises; the household then continues from its stored state.
+        """
+        household_id = reading.household_id
+        t0 = time.perf_counter()
+        record = self.table.get(household_id.encode())
+        if record is None:
+            zone = self.timezones.get(household_id, self.default_timezone)
+            monitor = self.monitor_factory(household_id, zone, self.config)
+        else:
+            last_offset, monitor_state = decode_state(record)
+            if offset <= last_offset:
+                return None
+            monitor = self.cache.take(household_id, record)
+            if monitor is None:
+                monitor = self.monitor_loads(monitor_state)
+        t1 = time.perf_counter()
+        # If this raises, the monitor (maybe half-updated) is dropped: it is out of the cache, and
+        # the household's next reading loads the stored state from before this one.
+        warnings = monitor.process(reading.meter, plain_datetime(reading.ts), reading.value)
+        t2 = time.perf_counter()
+        new_record = encode_state(offset, monitor.dumps())
+        t3 = time.perf_counter()
+        if self.metrics is not None:
+            seconds = self.metrics.seconds
+            seconds.labels(phase="load").observe(t1 - t0)
+            seconds.labels(phase="process").observe(t2 - t1)
+            seconds.labels(phase="dump").observe(t3 - t2)
+            self.metrics.state_bytes.observe(len(new_record))
+        return Step(household_id, warnings, monitor, new_record)
+
+    def store(self, step: Step) -> None:
+        self.table[step.household_id.encode()] = step.record  # reassigned every time, so the changelog is written
+        self.cache.put(step.household_id, step.monitor, step.record)
+        if self.metrics is not None:
+            self.metrics.cached_monitors.set(len(self.cache))
+
+
+def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metrics: DetectMetrics,
+                          settings: Settings, *, timezones: Mapping[str, str], clock: Callable[[], datetime],
+                          cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+    states = HouseholdStates(state_table, timezones, settings.default_timezone, cache_size=cache_size,
+                             metrics=metrics)
+
+    @app.on_partitions_revoked.connect
+    async def forget_live_monitors(sender, revoked, **kwargs) -> None:
+        # Not needed for correctness (a cached monitor is only used with the record it wrote),
+        # but households that moved to another worker should not hold memory here.
+        states.cache.clear()
+        metrics.cached_monitors.set(0)
+
+    @app.agent(topics.validated, name="detect")
+    async def detect(stream):
+        async for event in stream.events():
+            message = event.message
+            metrics.received.inc()
+            value = event.value if isinstance(event.value, (bytes, type(None))) else bytes(event.value)
+            key = event.key if isinstance(event.key, (bytes, type(None))) else bytes(event.key)
+            reading = parse_validated(value, key)
+            if isinstance(reading, Rejection):
+                timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
+                envelope = DeadLetter.for_message(
+                    value, key, reading.reason, reading.detail, stage="detect", topic=message.topic,
+                    partition=message.partition, offset=message.offset, at=clock(), timestamp_ms=timestamp_ms,
+                    household_id=reading.household_id)
+                await topics.deadletter.send(key=reading.household_id.encode() if reading.household_id else None,
+                                             value=envelope.model_dump_json().encode())
+                metrics.dead_lettered.labels(reason=reading.reason.value).inc()
+                log.info("dead-lettered %s:%s@%s: %s", message.topic, message.partition, message.offset,
+                         reading.reason.value)
+                continue
+            try:
+                step = states.process(reading, message.offset)
+            except Exception as exc:  # a detector bug must not stop every household's detection
+                metrics.failed.inc()
+                # Coordinates and the exception type only: its message may quote a person's readings.
+                log.error("detector failed on %s:%s@%s: %s", message.topic, message.partition, message.offset,
+                          type(exc).__name__)
+                continue
+            if step is None:
+                metrics.redelivered.inc()
+                continue
+            key = reading.household_id.encode()
+            for warning in step.warnings:
+                await topics.anomalies.send(key=key, value=warning.model_dump_json().encode())
+                metrics.warnings.labels(kind=warning.kind.value).inc()
+            states.store(step)
+            metrics.processed.inc()
+
+    app.elderwatch_detect_agent = detect
+    app.elderwatch_detect_states = states
+
+
+__all__ = ["DEFAULT_CACHE_SIZE", "HouseholdStates", "MonitorCache", "Step", "decode_state", "encode_state",
+           "parse_validated", "register_detect_agent"]
