@@ -61,6 +61,18 @@ def default_detectors() -> list[Detector]:
             MeterOfflineDetector(), DeclineDetector()]
 
 
+def episode_opens(open_kinds: set[AnomalyKind], kind: AnomalyKind, score: float, warm: bool) -> bool:
+    """The episode rule: a score ≥ 1 opens an episode (once; welfare kinds only after the
+    warm-up), a score below 1 ends it. Updates ``open_kinds``; True when a warning is due."""
+    if score < 1.0:
+        open_kinds.discard(kind)
+        return False
+    if kind in open_kinds or not (warm or kind not in WELFARE_KINDS):
+        return False
+    open_kinds.add(kind)
+    return True
+
+
 @dataclass(frozen=True)
 class MonitorConfig:
     """Household-independent settings. Everything else is learned per household."""
@@ -110,32 +122,36 @@ class HouseholdMonitor:
     # -- the one entry point -----------------------------------------------------------------
     def process(self, meter: Meter | str, ts: datetime, value: float) -> list[AnomalyWarning]:
         """Learn from one reading (``value`` consumed in the interval ending at ``ts``); return new warnings."""
-        meter = str(meter.value if isinstance(meter, Meter) else meter)
-        series = self._series.get(meter)
-        if series is None:
-            series = self._series[meter] = _Series()
-        if series.last is not None and ts <= series.last:
-            # ingest has removed duplicates; an older reading here can only be a replay of the past
-            self.out_of_order += 1
+        observed = self.observe(meter, ts, value)
+        if observed is None:
             return []
-        x = self._observe(meter, series, ts, value)
-        self.readings += 1
-        if self._first is None:
-            self._first = ts
-        warm = (ts - self._first).total_seconds() >= self.config.warmup_days * 86400
+        x, warm = observed
+        meter = x["meter"]
         warnings = []
         for detector in self.detectors:
             if meter not in detector.meters:
                 continue
             score = detector.score_one(x) * self.sensitivity.get(detector.kind, 1.0)
-            if score >= 1.0:
-                if detector.kind not in self._open and (warm or detector.kind not in WELFARE_KINDS):
-                    self._open.add(detector.kind)
-                    warnings.append(self._warning(detector, x, score))
-            else:
-                self._open.discard(detector.kind)
+            if episode_opens(self._open, detector.kind, score, warm):
+                warnings.append(self._warning(detector, x, score))
             detector.learn_one(x)
         return warnings
+
+    def observe(self, meter: Meter | str, ts: datetime, value: float) -> tuple[dict, bool] | None:
+        """The observation ``x`` detectors read, and whether the warm-up is over; ``None`` for a
+        reading not newer than its meter's last (a replay: ingest has removed duplicates)."""
+        meter = str(meter.value if isinstance(meter, Meter) else meter)
+        series = self._series.get(meter)
+        if series is None:
+            series = self._series[meter] = _Series()
+        if series.last is not None and ts <= series.last:
+            self.out_of_order += 1
+            return None
+        x = self._observe(meter, series, ts, value)
+        self.readings += 1
+        if self._first is None:
+            self._first = ts
+        return x, (ts - self._first).total_seconds() >= self.config.warmup_days * 86400
 
     def _observe(self, meter: str, series: _Series, ts: datetime, value: float) -> dict:
         gap = False
