@@ -11,7 +11,7 @@ What the monitor adds to the detectors:
   the reading follows missing data (then its interval is the usual one: a gap is unknown, never
   zero use);
 * episodes: a detector's score crossing 1.0 raises one warning; the episode lasts until the
-  score falls back below 1.0, however many readings that takes;
+  score falls back below 0.8, however many readings that takes;
 * warm-up: no welfare warning before ``warmup_days`` of data (``meter_offline`` is about data and
   needs no history);
 * sensitivity per kind (issue 4's feedback loop turns it), bounded. It multiplies scores for the
@@ -61,11 +61,19 @@ def default_detectors() -> list[Detector]:
             MeterOfflineDetector(), DeclineDetector()]
 
 
+#: An open episode ends when its score falls below this (hysteresis: a score hovering around 1.0
+#: is one episode, not a warning each time it crosses).
+EPISODE_ENDS_BELOW = 0.8
+
+
 def episode_opens(open_kinds: set[AnomalyKind], kind: AnomalyKind, score: float, warm: bool) -> bool:
     """The episode rule: a score ≥ 1 opens an episode (once; welfare kinds only after the
-    warm-up), a score below 1 ends it. Updates ``open_kinds``; True when a warning is due."""
-    if score < 1.0:
+    warm-up), a score below :data:`EPISODE_ENDS_BELOW` ends it. Updates ``open_kinds``; True when
+    a warning is due."""
+    if score < EPISODE_ENDS_BELOW or (score < 1.0 and kind not in open_kinds):
         open_kinds.discard(kind)
+        return False
+    if score < 1.0:
         return False
     if kind in open_kinds or not (warm or kind not in WELFARE_KINDS):
         return False
