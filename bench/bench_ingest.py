@@ -23,21 +23,13 @@ import uuid
 from pathlib import Path
 
 from elderwatch.feed import canonical_messages, feed, with_mess
-from elderwatch.localkafka import bootstrap_or_start, create_topics
+from elderwatch.localkafka import bootstrap_or_start, create_topics, free_port
 from elderwatch.simulator import simulate
 from streams.metrics import read_counts
 from streams.topics import partition_plan
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _settled(port: int) -> float | None:
@@ -100,14 +92,14 @@ def main(argv: list[str] | None = None) -> int:
 
         ceilings = {}
         for mode in ("send", "send_soon"):
-            port = _free_port()
+            port = free_port()
             ceilings[mode] = _measure([sys.executable, "-m", "bench.passthrough_app", bootstrap, raw,
                                        f"{prefix}.passthrough.out", str(port), f"{prefix}-passthrough-{mode}", mode],
                                       dict(os.environ), port, sent, work / f"passthrough-{mode}.log")
             print(f"pass-through ({mode}): {ceilings[mode]['rate']:,.0f} msg/s", flush=True)
         ceiling = ceilings["send_soon"]
 
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELDERWATCH_APP_ID": prefix,
                "ELDERWATCH_TOPIC_PREFIX": f"{prefix}.", "ELDERWATCH_WEB_PORT": str(port),
                "ELDERWATCH_PARTITIONS": str(PARTITIONS), "ELDERWATCH_DATA_DIR": str(work / "worker")}

@@ -38,6 +38,13 @@ class Detector(base.AnomalyDetector):
 
     kind: AnomalyKind
     meters: tuple[str, ...] = ()
+    min_days: float = 0.0
+    _first = None  # data time of the first reading learned; set by each detector's learn_one
+
+    def _ready(self, x: dict, days: float | None = None) -> bool:
+        """At least ``days`` (default ``min_days``) of data learned before ``x``."""
+        days = self.min_days if days is None else days
+        return self._first is not None and (x["ts"] - self._first).total_seconds() >= days * 86400
 
     def describe_one(self, x: dict) -> Finding:  # pragma: no cover - every detector overrides it
         raise NotImplementedError
@@ -74,3 +81,15 @@ def observation(meter: str, ts: datetime, value: float, minutes: float, *, local
         "day": mid.date(),
         "gap": gap,
     }
+
+
+def duration_text(minutes: float) -> str:
+    """``45 min``, ``2 h``, ``1.5 h``: how long, for a sentence.
+
+    >>> duration_text(45), duration_text(120), duration_text(95)
+    ('45 min', '2 h', '1.6 h')
+    """
+    if minutes < 60:
+        return f"{minutes:.0f} min"
+    h = minutes / 60
+    return f"{h:.0f} h" if abs(h - round(h)) < 0.05 else f"{h:.1f} h"

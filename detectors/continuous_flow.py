@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections import deque
 from datetime import timedelta
 
-from detectors.base import Detector, Finding
+from detectors.base import Detector, Finding, duration_text
 from detectors.rhythm import DecayingMax
 from schemas.anomaly import AnomalyKind, Severity
 
@@ -120,10 +120,6 @@ class ContinuousFlowDetector(Detector):
     def threshold(self, x: dict) -> list[float]:
         return [max(self.min_litres_per_hour, self.margin * m.get(x["ts"])) for m in self._highest]
 
-    def _ready(self, x: dict, days: float | None = None) -> bool:
-        days = self.min_days if days is None else days
-        return self._first is not None and (x["ts"] - self._first).total_seconds() >= days * 86400
-
     def score_one(self, x: dict) -> float:
         if not x["active"] or not self._ready(x):
             return 0.0
@@ -172,11 +168,11 @@ class ContinuousFlowDetector(Detector):
         window = self.windows[i] * x["minutes"]
         return Finding(
             severity=Severity.HIGH if minutes >= 180 else Severity.MEDIUM,
-            summary=(f"water has run in every interval for {_duration(minutes)} since {start_local:%H:%M} "
+            summary=(f"water has run in every interval for {duration_text(minutes)} since {start_local:%H:%M} "
                      f"(about {litres:.0f} litres, at least {floors[i]:.0f} L/h throughout); "
-                     + (f"its water has never run this steadily for {_duration(window)} before"
+                     + (f"its water has never run this steadily for {duration_text(window)} before"
                         if usual == 0 else
-                        f"its steadiest normal {_duration(window)} kept up {usual:.0f} L/h")),
+                        f"its steadiest normal {duration_text(window)} kept up {usual:.0f} L/h")),
             episode_start=start,
             evidence={"meter": "water", "run_minutes": round(minutes, 1), "litres": round(litres, 1),
                       "window_minutes": round(window, 1), "floor_litres_per_hour": round(floors[i], 2),
@@ -185,10 +181,3 @@ class ContinuousFlowDetector(Detector):
 
     def baseline(self):
         return tuple((round(m._value, 9), m.n) for m in self._highest)
-
-
-def _duration(minutes: float) -> str:
-    if minutes < 60:
-        return f"{minutes:.0f} min"
-    h = minutes / 60
-    return f"{h:.0f} h" if abs(h - round(h)) < 0.05 else f"{h:.1f} h"

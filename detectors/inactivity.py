@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 
 from detectors.base import Detector, Finding
-from detectors.rhythm import DecayingMax, HourlyMean
+from detectors.rhythm import DecayingMax, HourlyMean, HourlyPower
 from schemas.anomaly import AnomalyKind, Severity
 
 
@@ -106,8 +106,7 @@ class InactivityDetector(Detector):
         self.power_z = power_z
         self.meters = (meter,) if power_kw is None else (meter, "electricity")
         self._rates = HourlyMean(fading_factor)
-        self._power = HourlyMean(fading_factor)       # kW, and kW² for its spread
-        self._power_sq = HourlyMean(fading_factor)
+        self._power = HourlyPower(fading_factor)
         self._normal = [DecayingMax(half_life_days) for _ in range(24)]  # by local hour the silence began
         self._since = None          # data time of the last use (None: no use seen yet)
         self._since_hour = 0
@@ -123,10 +122,6 @@ class InactivityDetector(Detector):
         p = min(self._rates.get(x["hour"]), self.p_cap)
         return -math.log1p(-p)
 
-    def _ready(self, x: dict, days: float | None = None) -> bool:
-        days = self.min_days if days is None else days
-        return self._first is not None and (x["ts"] - self._first).total_seconds() >= days * 86400
-
     def usual_max(self, x: dict) -> float:
         h = self._since_hour
         # hourly readings give one silence per hour of the day at most: pool over more hours
@@ -140,12 +135,8 @@ class InactivityDetector(Detector):
         """Someone did something: water ran, or an appliance was switched on (a clear power jump)."""
         if x["meter"] == self.meter:
             return x["active"]
-        h = x["hour"]
-        if self._power.count(h) < 7:
-            return False
-        kw, usual = x["value"] * 60.0 / x["minutes"], self._power.get(h)
-        spread = math.sqrt(max(self._power_sq.get(h) - usual * usual, 0.0)) + 0.02
-        return kw - usual >= self.power_kw and (kw - usual) / spread >= self.power_z
+        excess, z = self._power.jump(x["hour"], x["value"] * 60.0 / x["minutes"])
+        return excess >= self.power_kw and z >= self.power_z
 
     def score_one(self, x: dict) -> float:
         if self._since is None or not self._ready(x) or self._use(x):
@@ -185,9 +176,7 @@ class InactivityDetector(Detector):
         if main:
             self._rates.update(x["hour"], 1.0 if x["active"] else 0.0)
         else:
-            kw = x["value"] * 60.0 / x["minutes"]
-            self._power.update(x["hour"], kw)
-            self._power_sq.update(x["hour"], kw * kw)
+            self._power.update(x["hour"], x["value"] * 60.0 / x["minutes"])
 
     # -- explaining ----------------------------------------------------------------------
     def describe_one(self, x: dict) -> Finding:

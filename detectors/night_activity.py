@@ -41,7 +41,7 @@ import math
 from datetime import date, datetime
 
 from detectors.base import Detector, Finding
-from detectors.rhythm import DecayingMax, HourlyMean
+from detectors.rhythm import DecayingMax, HourlyMean, HourlyPower
 from schemas.anomaly import AnomalyKind, Severity
 
 _NIGHT_SIDE = (19, 20, 21, 22, 23, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
@@ -95,8 +95,7 @@ class NightActivityDetector(Detector):
         self.min_power_kw = min_power_kw
         self.meters = (meter, "electricity")
         self._rates = HourlyMean(fading_factor)
-        self._power = HourlyMean(fading_factor)       # kW, and kW² for its spread
-        self._power_sq = HourlyMean(fading_factor)
+        self._power = HourlyPower(fading_factor)
         self._busiest = DecayingMax(half_life_days)
         self._night: date | None = None     # the night being scored
         self._score = 0.0                   # its score so far: the busiest session's
@@ -119,19 +118,10 @@ class NightActivityDetector(Detector):
             return 0.0
         if x["meter"] == self.meter:
             return -math.log(max(self._rates.get(x["hour"]), 0.005))
-        h = x["hour"]
-        if self._power.count(h) < 7:
-            return 0.0
-        kw, usual = x["value"] * 60.0 / x["minutes"], self._power.get(h)
-        spread = math.sqrt(max(self._power_sq.get(h) - usual * usual, 0.0)) + 0.02
-        z = (kw - usual) / spread
-        if kw - usual < self.min_power_kw or z <= self.power_z:
+        excess, z = self._power.jump(x["hour"], x["value"] * 60.0 / x["minutes"])
+        if excess < self.min_power_kw or z <= self.power_z:
             return 0.0
         return min(z - self.power_z, 2 * self.power_z)
-
-    def _ready(self, x: dict, days: float | None = None) -> bool:
-        days = self.min_days if days is None else days
-        return self._first is not None and (x["ts"] - self._first).total_seconds() >= days * 86400
 
     def threshold(self, x: dict) -> float:
         return max(self.min_score, self.margin * self._busiest.get(x["ts"]))
@@ -186,9 +176,7 @@ class NightActivityDetector(Detector):
         if x["meter"] == self.meter:
             self._rates.update(x["hour"], 1.0 if x["active"] else 0.0)
         else:
-            kw = x["value"] * 60.0 / x["minutes"]
-            self._power.update(x["hour"], kw)
-            self._power_sq.update(x["hour"], kw * kw)
+            self._power.update(x["hour"], x["value"] * 60.0 / x["minutes"])
 
     def sleep_hours(self) -> str:
         hours = [h for h in _NIGHT_SIDE if self._sleeping(h)]

@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from datetime import timezone as dt_timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from detectors.monitor import HouseholdMonitor, MonitorConfig
 from schemas.anomaly import AnomalyWarning
-from schemas.households import HOUSEHOLD_CSV_COLUMNS, Household
+from schemas.households import HOUSEHOLD_CSV_COLUMNS, Household, check_timezone
 from schemas.readings import HOUSEHOLD_ID_PATTERN, Meter
 
 READINGS_COLUMNS = ("household_id", "meter", "ts", "value")
@@ -72,22 +71,6 @@ def plain_datetime(ts: datetime) -> datetime:
     if offset is None:
         raise ValueError("a reading's ts must carry a UTC offset")
     return ts.replace(tzinfo=dt_timezone(offset))
-
-
-def check_timezone(name: str) -> str:
-    """An IANA zone name, or ValueError.
-
-    >>> check_timezone("Europe/London")
-    'Europe/London'
-    >>> check_timezone("Mars/Olympus")
-    Traceback (most recent call last):
-    ValueError: unknown time zone 'Mars/Olympus'
-    """
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {name!r}") from exc
-    return name
 
 
 def _open_text(path: Path) -> io.TextIOBase:

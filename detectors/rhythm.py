@@ -104,6 +104,39 @@ class HourlyMean:
             self._means.append(m)
 
 
+class HourlyPower:
+    """Usual power per local hour and its spread: tells an appliance switched on from the fridge
+    and the thermostat.
+
+    >>> power = HourlyPower(fading_factor=0.1)
+    >>> for kw in [0.1, 0.2] * 10:
+    ...     power.update(3, kw)
+    >>> excess, z = power.jump(3, 2.6)
+    >>> round(excess, 2), z > 10
+    (2.45, True)
+    """
+
+    def __init__(self, fading_factor: float = 0.01, min_samples: int = 7) -> None:
+        self.min_samples = min_samples
+        self._mean = HourlyMean(fading_factor)  # kW, and kW² for the spread
+        self._square = HourlyMean(fading_factor)
+
+    def update(self, hour: int, kw: float) -> None:
+        self._mean.update(hour, kw)
+        self._square.update(hour, kw * kw)
+
+    def jump(self, hour: int, kw: float) -> tuple[float, float]:
+        """(kW above this hour's usual, in standard deviations); (0, 0) before ``min_samples``."""
+        if self._mean.count(hour) < self.min_samples:
+            return 0.0, 0.0
+        usual = self._mean.get(hour)
+        spread = math.sqrt(max(self._square.get(hour) - usual * usual, 0.0)) + 0.02
+        return kw - usual, (kw - usual) / spread
+
+    def snapshot(self) -> tuple[float, ...]:
+        return self._mean.snapshot()
+
+
 class DecayingMax:
     """The largest value seen, forgetting with a half-life in data time.
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections import deque
 from datetime import timedelta
 
-from detectors.base import Detector, Finding
+from detectors.base import Detector, Finding, duration_text
 from detectors.rhythm import DecayingMax, HourlyMean
 from schemas.anomaly import AnomalyKind, Severity
 
@@ -106,10 +106,6 @@ class SurgeDetector(Detector):
         return [max(self.min_kw * w / 60.0, self.margin * (self.short_margin if w <= 30 else 1.0) * m.get(x["ts"]))
                 for w, m in zip(self.windows_minutes, self._largest)]
 
-    def _ready(self, x: dict, days: float | None = None) -> bool:
-        days = self.min_days if days is None else days
-        return self._first is not None and (x["ts"] - self._first).total_seconds() >= days * 86400
-
     def score_one(self, x: dict) -> float:
         if not self._ready(x):
             return 0.0
@@ -166,7 +162,7 @@ class SurgeDetector(Detector):
         return Finding(
             severity=Severity.HIGH if excess_kw >= 2.0 and minutes >= 120 else Severity.MEDIUM,
             summary=(f"electricity has been about {excess_kw:.1f} kW above this household's usual for this time "
-                     f"of day for {_duration(minutes)} (since {start_local:%H:%M})"),
+                     f"of day for {duration_text(minutes)} (since {start_local:%H:%M})"),
             episode_start=start,
             evidence={"meter": "electricity", "excess_kw": round(excess_kw, 2), "usual_kw": round(usual_kw, 3),
                       "minutes": round(minutes, 1), "score": round(self.score_one(x), 3)},
@@ -174,10 +170,3 @@ class SurgeDetector(Detector):
 
     def baseline(self):
         return self._usual.snapshot(), tuple((round(m._value, 9), m.n) for m in self._largest)
-
-
-def _duration(minutes: float) -> str:
-    if minutes < 60:
-        return f"{minutes:.0f} min"
-    h = minutes / 60
-    return f"{h:.0f} h" if abs(h - round(h)) < 0.05 else f"{h:.1f} h"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,12 +19,6 @@ from pathlib import Path
 from streams.metrics import read_counts
 
 _COLUMNS = ("received", "valid", "emitted", "duplicates", "dead_lettered")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _scrape(port: int) -> dict[str, float] | None:
@@ -48,7 +41,7 @@ def _line(elapsed: float, counts: dict[str, float], sent: int) -> str:
 
 def run_demo(*, seconds: float, households: int, days: int, speed: str) -> int:
     from elderwatch.feed import canonical_messages, feed, parse_speed, with_mess
-    from elderwatch.localkafka import bootstrap_or_start
+    from elderwatch.localkafka import bootstrap_or_start, free_port
     from elderwatch.simulator import simulate
 
     stop = threading.Event()
@@ -65,7 +58,7 @@ def run_demo(*, seconds: float, households: int, days: int, speed: str) -> int:
         summary = simulate(households=households, days=days, seed=7, out_dir=workdir / "sim", warmup_days=min(28, days // 2))
         print(f"  {summary.rows:,} readings, labelled anomalies: {summary.labels_by_kind}", flush=True)
 
-        port = _free_port()
+        port = free_port()
         app_id = f"elderwatch-demo-{uuid.uuid4().hex[:6]}"
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELDERWATCH_APP_ID": app_id,
                "ELDERWATCH_TOPIC_PREFIX": f"{app_id}.", "ELDERWATCH_WEB_PORT": str(port),

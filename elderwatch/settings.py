@@ -61,13 +61,9 @@ class Settings(BaseSettings):
     @field_validator("default_timezone")
     @classmethod
     def _known_zone(cls, name: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        from schemas.households import check_timezone
 
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {name!r}") from exc
-        return name
+        return check_timezone(name)
 
     @model_validator(mode="after")
     def _safe_for_production(self) -> "Settings":

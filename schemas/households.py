@@ -13,6 +13,22 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from schemas.readings import HouseholdId
 
+def check_timezone(name: str) -> str:
+    """``name`` if it is an IANA zone this machine knows, else a ValueError saying so.
+
+    >>> check_timezone("Europe/London")
+    'Europe/London'
+    >>> check_timezone("Mars/Olympus")
+    Traceback (most recent call last):
+    ValueError: unknown time zone 'Mars/Olympus'
+    """
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+    return name
+
+
 # households.csv columns, in order; tags are ';'-separated.
 HOUSEHOLD_CSV_COLUMNS = ("household_id", "community", "tags", "timezone", "primary_worker", "backup_worker", "supervisor")
 
@@ -57,11 +73,7 @@ class Household(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {name!r}") from exc
-        return name
+        return check_timezone(name)
 
     @classmethod
     def from_csv_row(cls, row: dict[str, str]) -> "Household":

@@ -68,24 +68,22 @@ def _jsonl(path: Path):
                 yield number, line
 
 
-def load_labels(path: Path | str) -> list[EventLabel]:
+def _load(path: Path | str, model, what: str) -> list:
     out = []
     for number, line in _jsonl(Path(path)):
         try:
-            out.append(EventLabel.model_validate_json(line))
+            out.append(model.model_validate_json(line))
         except ValueError as exc:
-            raise ValueError(f"{path}:{number}: not a label: {exc}") from None
+            raise ValueError(f"{path}:{number}: not {what}: {exc}") from None
     return out
+
+
+def load_labels(path: Path | str) -> list[EventLabel]:
+    return _load(path, EventLabel, "a label")
 
 
 def load_warnings(path: Path | str) -> list[AnomalyWarning]:
-    out = []
-    for number, line in _jsonl(Path(path)):
-        try:
-            out.append(AnomalyWarning.model_validate_json(line))
-        except ValueError as exc:
-            raise ValueError(f"{path}:{number}: not an AnomalyWarning: {exc}") from None
-    return out
+    return _load(path, AnomalyWarning, "an AnomalyWarning")
 
 
 def write_warnings(path: Path | str, warnings: list[AnomalyWarning]) -> None:

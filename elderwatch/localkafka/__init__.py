@@ -258,6 +258,11 @@ def generate_cluster_id() -> str:
             return cluster_id
 
 
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago (for a worker's web server, say)."""
+    return _pick_free_ports(1)[0]
+
+
 def _pick_free_ports(count: int) -> list[int]:
     """``count`` distinct ports that were free on 127.0.0.1 a moment ago."""
     sockets = []
