@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from schemas.anomaly import AnomalyWarning
 from schemas.dead_letter import DeadLetter
 from schemas.households import Household
 from schemas.readings import MeterReading, MeterRegisterReading, ValidatedReading
@@ -15,6 +16,7 @@ EXPORTED = {
     "validated-reading.v1.json": ValidatedReading,
     "household.v1.json": Household,
     "dead-letter.v1.json": DeadLetter,
+    "anomaly-warning.v1.json": AnomalyWarning,
 }
 
 
