@@ -14,9 +14,10 @@ What the monitor adds to the detectors:
   score falls back below 0.8, however many readings that takes;
 * warm-up: no welfare warning before ``warmup_days`` of data (``meter_offline`` is about data and
   needs no history);
-* sensitivity per kind (issue 4's feedback loop turns it), bounded. It multiplies scores for the
-  warning decision only; what a detector learns follows its own threshold, so feedback that
-  quiets a household's alarms never teaches a detector that an emergency is normal.
+* sensitivity per kind, bounded, turned by staff feedback (:meth:`record_feedback`, rules in
+  :mod:`detectors.feedback`). It multiplies scores for the warning decision only; what a detector
+  learns follows its own threshold, so feedback that quiets a household's alarms never teaches a
+  detector that an emergency is normal.
 
 >>> from datetime import datetime, timedelta, timezone
 >>> m = HouseholdMonitor("hh-000001", "Europe/London")
@@ -45,6 +46,7 @@ from zoneinfo import ZoneInfo
 from detectors.base import Detector, observation
 from detectors.continuous_flow import ContinuousFlowDetector
 from detectors.decline import DeclineDetector
+from detectors.feedback import FeedbackEffect, FeedbackLog
 from detectors.inactivity import InactivityDetector
 from detectors.meter_offline import MeterOfflineDetector
 from detectors.night_activity import NightActivityDetector
@@ -121,6 +123,7 @@ class HouseholdMonitor:
         self.detectors = [d for d in (detectors if detectors is not None else default_detectors())
                           if d.kind in self.config.kinds]
         self.sensitivity: dict[AnomalyKind, float] = {}
+        self.feedback = FeedbackLog()
         self._series: dict[str, _Series] = {}
         self._open: set[AnomalyKind] = set()
         self._first: datetime | None = None
@@ -190,6 +193,11 @@ class HouseholdMonitor:
         self.sensitivity[kind] = value
         return value
 
+    def record_feedback(self, kind: str, outcome: str, key: str) -> FeedbackEffect:
+        """Apply a staff member's outcome for a warning of ``kind`` (rules in :mod:`detectors.feedback`);
+        ``key`` makes a repeat harmless."""
+        return self.feedback.record(self, kind, outcome, key)
+
     # -- state -------------------------------------------------------------------------------
     def dumps(self) -> bytes:
         # level 1: the changelog write happens for every reading; 5 % larger, half the time of level 6
@@ -210,6 +218,7 @@ class HouseholdMonitor:
     def __setstate__(self, state) -> None:
         self.__dict__.update(state)
         self._tz = ZoneInfo(self.timezone)
-
+        if "feedback" not in state:  # pickled before feedback existed
+            self.feedback = FeedbackLog()
 
 

@@ -45,7 +45,7 @@ Decisions, so that they are written down:
 >>> r.ticket.state
 <State.ACCEPTED: 'accepted'>
 >>> apply(r.ticket, Event(kind=EventKind.CLOSE, idempotency_key="c1", actor="w-2", at=t0), POLICY).rejected
-'close: not allowed from accepted (allowed: warning, handle, snooze, condition_cleared, cancel)'
+'close: not allowed from accepted (allowed: warning, handle, escalate, snooze, condition_cleared, cancel)'
 """
 
 from __future__ import annotations
@@ -79,10 +79,12 @@ class EventKind(StrEnum):
     DISPATCH = "dispatch"
     ACK_TIMEOUT = "ack_timeout"          # from due(): dispatch not acknowledged in time
     ACKNOWLEDGE = "acknowledge"
+    ESCALATE = "escalate"                # a person asks for the next in the chain (e.g. the contact did not answer)
     HANDLE_TIMEOUT = "handle_timeout"    # from due(): accepted but not handled in time: re-alert
     SNOOZE = "snooze"
     WAKE = "wake"                        # from due(): the snooze is over
     HANDLE = "handle"
+    FEEDBACK_TIMEOUT = "feedback_timeout"  # from due(): handled, but no outcome recorded in time: remind
     FEEDBACK = "feedback"
     CLOSE = "close"
     CANCEL = "cancel"
@@ -152,6 +154,8 @@ class Policy:
     handle_timeout: dict[str, timedelta] = field(default_factory=lambda: {
         "high": timedelta(hours=1), "medium": timedelta(hours=4), "low": timedelta(hours=24),
         "info": timedelta(days=3)})
+    #: a handled ticket without an outcome reminds its assignee after this long
+    feedback_timeout: timedelta = timedelta(hours=24)
 
     def ack_deadline(self, severity: str, at: datetime) -> datetime:
         return at + self.ack_timeout.get(severity, self.ack_timeout["medium"])
@@ -179,14 +183,14 @@ class Result:
 # Which events each state accepts. Anything else is rejected with this list as the reason.
 ALLOWED: dict[State, tuple[EventKind, ...]] = {
     State.OPEN: (EventKind.WARNING, EventKind.DISPATCH, EventKind.CONDITION_CLEARED, EventKind.CANCEL),
-    State.DISPATCHED: (EventKind.WARNING, EventKind.ACKNOWLEDGE, EventKind.ACK_TIMEOUT, EventKind.HANDLE,
-                       EventKind.CONDITION_CLEARED, EventKind.CANCEL),
-    State.ESCALATED: (EventKind.WARNING, EventKind.ACKNOWLEDGE, EventKind.ACK_TIMEOUT, EventKind.HANDLE,
-                      EventKind.CONDITION_CLEARED, EventKind.CANCEL),
-    State.ACCEPTED: (EventKind.WARNING, EventKind.HANDLE, EventKind.HANDLE_TIMEOUT, EventKind.SNOOZE,
-                     EventKind.CONDITION_CLEARED, EventKind.CANCEL),
+    State.DISPATCHED: (EventKind.WARNING, EventKind.ACKNOWLEDGE, EventKind.ACK_TIMEOUT, EventKind.ESCALATE,
+                       EventKind.HANDLE, EventKind.CONDITION_CLEARED, EventKind.CANCEL),
+    State.ESCALATED: (EventKind.WARNING, EventKind.ACKNOWLEDGE, EventKind.ACK_TIMEOUT, EventKind.ESCALATE,
+                      EventKind.HANDLE, EventKind.CONDITION_CLEARED, EventKind.CANCEL),
+    State.ACCEPTED: (EventKind.WARNING, EventKind.HANDLE, EventKind.HANDLE_TIMEOUT, EventKind.ESCALATE,
+                     EventKind.SNOOZE, EventKind.CONDITION_CLEARED, EventKind.CANCEL),
     State.SNOOZED: (EventKind.WARNING, EventKind.WAKE, EventKind.HANDLE, EventKind.CONDITION_CLEARED, EventKind.CANCEL),
-    State.HANDLED: (EventKind.WARNING, EventKind.FEEDBACK, EventKind.CONDITION_CLEARED),
+    State.HANDLED: (EventKind.WARNING, EventKind.FEEDBACK, EventKind.FEEDBACK_TIMEOUT, EventKind.CONDITION_CLEARED),
     State.FEEDBACK_RECORDED: (EventKind.WARNING, EventKind.CLOSE, EventKind.CONDITION_CLEARED),
     State.CLOSED: (),
     State.CANCELLED: (),
@@ -195,11 +199,15 @@ ALLOWED: dict[State, tuple[EventKind, ...]] = {
 
 def open_ticket(warning_id: str, *, household_id: str, kind: str, severity: str, chain: tuple[str, ...],
                 at: datetime) -> Ticket:
-    """A new ticket for a warning; its id is the warning's (stable, so a replay opens the same)."""
+    """A new ticket for a warning; its id is the warning's (stable, so a replay opens the same).
+
+    It is due at once: :func:`due` turns an open ticket into its dispatch, so a dispatch lost on the
+    way is sent again by the next timer tick. Its key ``warning:<id>`` is the warning command's, so
+    the same warning delivered again is a duplicate."""
     if not chain:
         raise ValueError("a ticket needs at least one person to ask (the household's primary worker)")
     return Ticket(ticket_id=warning_id, household_id=household_id, kind=kind, severity=severity, chain=chain,
-                  warning_ids=(warning_id,), opened_at=at, seen_keys=(f"open:{warning_id}",))
+                  warning_ids=(warning_id,), opened_at=at, deadline=at, seen_keys=(f"warning:{warning_id}",))
 
 
 def apply(ticket: Ticket, event: Event, policy: Policy = POLICY) -> Result:
@@ -224,8 +232,9 @@ def due(ticket: Ticket, now: datetime) -> Event | None:
     this twice (two timers, a restart) produces one escalation, not two."""
     if ticket.deadline is None or now < ticket.deadline or ticket.state in TERMINAL:
         return None
-    kind = {State.DISPATCHED: EventKind.ACK_TIMEOUT, State.ESCALATED: EventKind.ACK_TIMEOUT,
-            State.ACCEPTED: EventKind.HANDLE_TIMEOUT, State.SNOOZED: EventKind.WAKE}.get(ticket.state)
+    kind = {State.OPEN: EventKind.DISPATCH, State.DISPATCHED: EventKind.ACK_TIMEOUT, State.ESCALATED: EventKind.ACK_TIMEOUT,
+            State.ACCEPTED: EventKind.HANDLE_TIMEOUT, State.SNOOZED: EventKind.WAKE,
+            State.HANDLED: EventKind.FEEDBACK_TIMEOUT}.get(ticket.state)
     if kind is None:
         return None
     return Event(kind=kind, idempotency_key=f"{kind.value}:{ticket.deadline.isoformat()}", actor="system", at=now)
@@ -233,11 +242,12 @@ def due(ticket: Ticket, now: datetime) -> Event | None:
 
 # -- the transitions --------------------------------------------------------------------------
 
-_INTERNAL = frozenset({EventKind.ACK_TIMEOUT, EventKind.HANDLE_TIMEOUT, EventKind.WAKE})
+_INTERNAL = frozenset({EventKind.ACK_TIMEOUT, EventKind.HANDLE_TIMEOUT, EventKind.WAKE, EventKind.FEEDBACK_TIMEOUT})
 
 
 def _check(ticket: Ticket, event: Event) -> str | None:
-    staff_only = {EventKind.ACKNOWLEDGE, EventKind.HANDLE, EventKind.FEEDBACK, EventKind.SNOOZE, EventKind.CANCEL}
+    staff_only = {EventKind.ACKNOWLEDGE, EventKind.HANDLE, EventKind.FEEDBACK, EventKind.SNOOZE, EventKind.CANCEL,
+                  EventKind.ESCALATE}
     if event.kind in staff_only and event.actor == "system":
         return "needs a person, not the system"
     if event.kind is EventKind.FEEDBACK and event.outcome is None:
@@ -246,7 +256,7 @@ def _check(ticket: Ticket, event: Event) -> str | None:
         return "notes are required (what was found, who was there)"
     if event.kind is EventKind.SNOOZE and (event.until is None or event.until <= event.at):
         return "'until' must be after the event time"
-    if event.kind is EventKind.CANCEL and not (event.reason or "").strip():
+    if event.kind in (EventKind.CANCEL, EventKind.ESCALATE) and not (event.reason or "").strip():
         return "a reason is required"
     if event.kind is EventKind.WARNING and not event.warning_id:
         return "warning_id is required"
@@ -272,6 +282,12 @@ def _ack_timeout(t: Ticket, e: Event, p: Policy):
             "deadline": p.ack_deadline(t.severity, e.at)}, (who,)
 
 
+def _escalate(t: Ticket, e: Event, p: Policy):
+    # asked for by a person (the contact did not answer; I cannot go): like a timeout, now
+    update, notify = _ack_timeout(t, e, p)
+    return {**update, "notes": t.notes + (e.reason,)}, notify
+
+
 def _acknowledge(t: Ticket, e: Event, p: Policy):
     return {"state": State.ACCEPTED, "assignee": e.actor, "acknowledged_at": e.at,
             "deadline": p.handle_deadline(t.severity, e.at)}, ()
@@ -291,13 +307,17 @@ def _wake(t: Ticket, e: Event, p: Policy):
 
 
 def _handle(t: Ticket, e: Event, p: Policy):
-    return {"state": State.HANDLED, "handled_at": e.at, "deadline": None, "notes": t.notes + (e.notes,),
+    return {"state": State.HANDLED, "handled_at": e.at, "deadline": e.at + p.feedback_timeout, "notes": t.notes + (e.notes,),
             "assignee": t.assignee or e.actor, "acknowledged_at": t.acknowledged_at or e.at}, ()
+
+
+def _feedback_timeout(t: Ticket, e: Event, p: Policy):
+    return {"realerts": t.realerts + 1, "deadline": e.at + p.feedback_timeout}, (t.assignee or t.chain[0],)
 
 
 def _feedback(t: Ticket, e: Event, p: Policy):
     notes = t.notes + ((e.notes,) if e.notes else ())
-    return {"state": State.FEEDBACK_RECORDED, "outcome": e.outcome, "notes": notes}, ()
+    return {"state": State.FEEDBACK_RECORDED, "outcome": e.outcome, "notes": notes, "deadline": None}, ()
 
 
 def _close(t: Ticket, e: Event, p: Policy):
@@ -322,11 +342,13 @@ _TRANSITIONS = {
     EventKind.WARNING: _warning,
     EventKind.DISPATCH: _dispatch,
     EventKind.ACK_TIMEOUT: _ack_timeout,
+    EventKind.ESCALATE: _escalate,
     EventKind.ACKNOWLEDGE: _acknowledge,
     EventKind.HANDLE_TIMEOUT: _handle_timeout,
     EventKind.SNOOZE: _snooze,
     EventKind.WAKE: _wake,
     EventKind.HANDLE: _handle,
+    EventKind.FEEDBACK_TIMEOUT: _feedback_timeout,
     EventKind.FEEDBACK: _feedback,
     EventKind.CLOSE: _close,
     EventKind.CANCEL: _cancel,

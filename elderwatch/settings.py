@@ -57,6 +57,25 @@ class Settings(BaseSettings):
     # Detect
     default_timezone: str = Field(default="UTC", description="IANA zone of a household not listed in households_file.")
     households_file: Path | None = Field(default=None, description="households.csv (its timezone column); read once at start.")
+    # Tickets
+    ticket_timer_interval_s: float = Field(default=10.0, gt=0, description="How often deadlines are checked.")
+    ack_timeout_high_min: float = Field(default=15.0, gt=0, description="Minutes a high-severity dispatch waits for an acknowledgement before escalating.")
+    ack_timeout_medium_min: float = Field(default=60.0, gt=0)
+    ack_timeout_low_min: float = Field(default=480.0, gt=0)
+    handle_timeout_high_min: float = Field(default=60.0, gt=0, description="Minutes an acknowledged high-severity ticket may stay unhandled before it re-alerts.")
+    handle_timeout_medium_min: float = Field(default=240.0, gt=0)
+    handle_timeout_low_min: float = Field(default=1440.0, gt=0)
+    feedback_timeout_min: float = Field(default=1440.0, gt=0, description="Minutes after handling before a missing outcome is reminded.")
+    duty_desk: str = Field(default="duty-desk", description="Staff id that gets tickets of households missing from the roster.")
+    contact_first: dict[str, str] = Field(default_factory=dict, description="community -> staff id of the desk that phones the "
+                                          "household's emergency contact before a visit is dispatched (JSON).")
+    staff_tokens_file: Path | None = Field(default=None, description="JSON {token: staff_id} for the staff API; "
+                                           "without it (development only) the X-Staff-Id header is trusted.")
+    webhook_url: str | None = Field(default=None, description="Where notifications are POSTed (JSON); none: counted, not sent.")
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_max_backoff_s: float = Field(default=60.0, gt=0, description="Longest wait between retries of a failing webhook.")
+    clock_offset_file: Path | None = Field(default=None, description="Development and tests only: a file holding seconds "
+                                           "added to the wall clock, to make deadlines pass without waiting.")
 
     @field_validator("default_timezone")
     @classmethod
@@ -73,11 +92,26 @@ class Settings(BaseSettings):
                                  "set ELDERWATCH_REPLICATION_FACTOR=3 (or run ELDERWATCH_ENVIRONMENT=development)")
             if any(_is_loopback(server) for server in self.kafka_bootstrap_servers.split(",")):
                 raise ValueError("production needs a real Kafka cluster, not a loopback address")
+            if self.staff_tokens_file is None:
+                raise ValueError("production needs ELDERWATCH_STAFF_TOKENS_FILE: without it anyone can act as any staff member")
+            if self.clock_offset_file is not None:
+                raise ValueError("ELDERWATCH_CLOCK_OFFSET_FILE moves the clock: for tests only, never in production")
         return self
 
     @property
     def max_future(self) -> timedelta:
         return timedelta(seconds=self.max_future_s)
+
+    def ticket_policy(self):
+        from dispatch.tickets import Policy
+
+        minutes = lambda m: timedelta(minutes=m)  # noqa: E731
+        return Policy(
+            ack_timeout={"high": minutes(self.ack_timeout_high_min), "medium": minutes(self.ack_timeout_medium_min),
+                         "low": minutes(self.ack_timeout_low_min), "info": minutes(self.ack_timeout_low_min * 3)},
+            handle_timeout={"high": minutes(self.handle_timeout_high_min), "medium": minutes(self.handle_timeout_medium_min),
+                            "low": minutes(self.handle_timeout_low_min), "info": minutes(self.handle_timeout_low_min * 3)},
+            feedback_timeout=minutes(self.feedback_timeout_min))
 
     def ingest_limits(self) -> IngestLimits:
         from schemas.readings import Meter

@@ -10,10 +10,10 @@ from elderwatch.settings import Settings
 def ensure_topics(settings: Settings) -> None:
     from elderwatch.localkafka import create_topics
     from streams.tables import ALL_TABLES, changelog_topic
-    from streams.topics import partition_plan
+    from streams.topics import compaction_config, partition_plan
 
     create_topics(settings.kafka_bootstrap_servers, partition_plan(settings.partitions, settings.topic_prefix),
-                  replication_factor=settings.replication_factor)
+                  replication_factor=settings.replication_factor, config=compaction_config(settings.topic_prefix))
     # The tables' changelogs too (compacted, as faust would make them). Left to faust, a changelog
     # created while the worker joins its group can be recorded with 0 partitions in the group's
     # metadata snapshot, and the first write to the table then fails with PartitionsMismatch

@@ -2,21 +2,26 @@
 
     readings.raw ──ingest-validate──▶ readings.by-household ──ingest-normalize──▶ readings.validated ──detect──▶ anomalies
           │                                      │            (table ingest-series-state)       (table detect-household-state)
-          └──────────────▶ readings.deadletter ◀─┘
+          └──────────────▶ readings.deadletter ◀─┘                                                 ▲ tickets.feedback
+    anomalies ──ticket-warnings──▶ tickets.warning ─┐
+    tickets.dispatch / .handle / .feedback ─────────┼─tickets─▶ tickets.<step>.ack ──notify──▶ webhook
+    households.roster / households.away ────────────┘  (table tickets-households; timer ticket-deadlines)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from elderwatch.settings import Settings
 from streams import topics as topic_specs
-from streams.metrics import DetectMetrics, IngestMetrics
+from streams.metrics import DetectMetrics, IngestMetrics, TicketMetrics
 
 
 @dataclass(frozen=True)
@@ -26,14 +31,38 @@ class Topics:
     validated: faust.TopicT
     deadletter: faust.TopicT
     anomalies: faust.TopicT
+    ticket_steps: dict  # Step -> topic
+    ticket_acks: dict   # Step -> topic
+    roster: faust.TopicT
+    away: faust.TopicT
 
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> faust.App:
+def offset_clock(path: Path) -> Callable[[], datetime]:
+    """The wall clock plus the seconds written in ``path`` (tests move time forward by writing it).
+
+    Development only (Settings refuses it in production). Read at most once a second."""
+    cached = [0.0, float("-inf")]  # offset, monotonic time read
+
+    def now() -> datetime:
+        if time.monotonic() - cached[1] > 1.0:
+            try:
+                cached[0] = float(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pass  # keep the last offset
+            cached[1] = time.monotonic()
+        return utc_now() + timedelta(seconds=cached[0])
+
+    return now
+
+
+def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> faust.App:
     """Build the app with its topics, tables, agents and web pages."""
+    if clock is None:
+        clock = offset_clock(settings.clock_offset_file) if settings.clock_offset_file else utc_now
     brokers = [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap_servers.split(",") if host.strip()]
     app = faust.App(
         settings.app_id,
@@ -71,6 +100,12 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     register_detect_agent(app, t, detect_state_table(app, settings), detect_metrics, settings, timezones=timezones,
                           clock=clock)
 
+    from streams.tables import ticket_desks_table
+    from streams.tickets import register_ticket_agents
+
+    ticket_metrics = TicketMetrics(metrics.registry)
+    desks = register_ticket_agents(app, t, ticket_desks_table(app, settings), ticket_metrics, settings, clock=clock)
+
     @app.page("/metrics")
     async def metrics_page(web, request):
         return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
@@ -82,6 +117,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -
     app.elderwatch_metrics = metrics  # for tests and the demo running in-process
     app.elderwatch_detect_metrics = detect_metrics
     app.elderwatch_topics = t
+    app.elderwatch_ticket_metrics = ticket_metrics
+    app.elderwatch_desks = desks
     return app
 
 
@@ -92,6 +129,13 @@ def _declare_topics(app: faust.App, settings: Settings) -> Topics:
         return app.topic(topic_specs.full_name(spec, settings.topic_prefix), key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw", partitions=settings.partitions)
 
+    from schemas.tickets import Step
+
+    steps = dict(zip(Step, topic_specs.TICKET_STEPS))
+    acks = dict(zip(Step, topic_specs.TICKET_ACKS))
     return Topics(raw=topic(topic_specs.READINGS_RAW), by_household=topic(topic_specs.READINGS_BY_HOUSEHOLD),
                   validated=topic(topic_specs.READINGS_VALIDATED), deadletter=topic(topic_specs.READINGS_DEADLETTER),
-                  anomalies=topic(topic_specs.ANOMALIES))
+                  anomalies=topic(topic_specs.ANOMALIES),
+                  ticket_steps={step: topic(spec) for step, spec in steps.items()},
+                  ticket_acks={step: topic(spec) for step, spec in acks.items()},
+                  roster=topic(topic_specs.HOUSEHOLDS_ROSTER), away=topic(topic_specs.HOUSEHOLDS_AWAY))

@@ -75,6 +75,65 @@ class DetectMetrics:
             self.seconds.labels(phase=phase)
 
 
+class TicketMetrics:
+    """The ticket loop: commands and their results, how long each step takes, and what staff found.
+
+    ``elderwatch_tickets_outcomes_total{outcome}`` is the seed's "valid alerts" made measurable: the
+    valid-alert rate is (confirmed_emergency + needed_help) / all welfare outcomes, also exported as
+    ``elderwatch_tickets_valid_alert_ratio`` over this process's life.
+    """
+
+    #: seconds: 1 min .. 3 days
+    BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200)
+    VALID = frozenset({"confirmed_emergency", "needed_help"})
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        from dispatch.tickets import Outcome, State
+        from schemas.tickets import AckResult, Step
+
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.commands = Counter("elderwatch_tickets_commands", "Commands consumed from the step topics, by result.",
+                                ["step", "result"], registry=r)
+        self.unreadable = Counter("elderwatch_tickets_unreadable",
+                                  "Messages on ticket or household topics that are not what the topic carries (dead-lettered).",
+                                  registry=r)
+        self.opened = Counter("elderwatch_tickets_opened", "Tickets opened.", ["kind"], registry=r)
+        self.escalations = Counter("elderwatch_tickets_escalations",
+                                   "Dispatches passed to the next person (timeout or asked for).", registry=r)
+        self.realerts = Counter("elderwatch_tickets_realerts",
+                                "Reminders: accepted but unhandled, snooze over, outcome missing.", registry=r)
+        self.outcomes = Counter("elderwatch_tickets_outcomes", "Outcomes recorded by staff.", ["outcome"], registry=r)
+        self.to_acknowledge = Histogram("elderwatch_tickets_seconds_to_acknowledge",
+                                        "From a ticket's warning to a person taking it.", buckets=self.BUCKETS, registry=r)
+        self.to_handle = Histogram("elderwatch_tickets_seconds_to_handle",
+                                   "From a ticket's warning to the visit or call.", buckets=self.BUCKETS, registry=r)
+        self.to_close = Histogram("elderwatch_tickets_seconds_to_close",
+                                  "From a ticket's warning to its close (outcome recorded and learned).",
+                                  buckets=self.BUCKETS, registry=r)
+        self.open = Gauge("elderwatch_tickets_open", "Tickets not finished, by state.", ["state"], registry=r)
+        self.overdue = Gauge("elderwatch_tickets_overdue",
+                             "Tickets whose deadline passed more than a timer interval ago (should stay 0).", registry=r)
+        self.valid_alert_ratio = Gauge("elderwatch_tickets_valid_alert_ratio",
+                                       "confirmed_emergency + needed_help over all welfare outcomes (this process).",
+                                       registry=r)
+        for step in Step:
+            for result in AckResult:
+                self.commands.labels(step=step.value, result=result.value)
+        for outcome in Outcome:
+            self.outcomes.labels(outcome=outcome.value)
+        for state in State:
+            self.open.labels(state=state.value)
+        self._valid = self._welfare = 0
+
+    def outcome(self, outcome: str) -> None:
+        self.outcomes.labels(outcome=outcome).inc()
+        if outcome != "meter_fault":
+            self._welfare += 1
+            self._valid += outcome in self.VALID
+            self.valid_alert_ratio.set(self._valid / self._welfare)
+
+
 def read_counts(text: str, stage: str = "ingest") -> dict[str, float]:
     """Sum ``elderwatch_<stage>_*_total`` samples from a /metrics page, across labels.
 

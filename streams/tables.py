@@ -29,8 +29,19 @@ def detect_state_table(app: faust.App, settings: Settings) -> faust.Table:
                      help="Per household: the detectors' baselines and open episodes (HouseholdMonitor).")
 
 
+TICKET_DESKS = "tickets-households"
+
+
+def ticket_desks_table(app: faust.App, settings: Settings) -> faust.Table:
+    """``household_id`` (UTF-8 bytes) -> :class:`dispatch.desk.HouseholdDesk` JSON (roster entry, away mode,
+    open and recently finished tickets), co-partitioned with the ticket topics."""
+    return app.Table(TICKET_DESKS, default=None, partitions=settings.partitions,
+                     key_type=bytes, value_type=bytes,
+                     help="Per household: who is responsible, away mode, and its tickets.")
+
+
 #: Every table, for creating their changelog topics before the app starts.
-ALL_TABLES = (SERIES_STATE, DETECT_STATE)
+ALL_TABLES = (SERIES_STATE, DETECT_STATE, TICKET_DESKS)
 
 
 def changelog_topic(app_id: str, table: str) -> str:

@@ -36,7 +36,42 @@ ANOMALIES = TopicSpec(
     "anomalies", key="household_id", value="JSON AnomalyWarning",
     keyed_by_household=True, description="One warning per anomaly episode, from the detect stage. Dispatch reads this.")
 
-ALL_TOPICS = (READINGS_RAW, READINGS_BY_HOUSEHOLD, READINGS_VALIDATED, READINGS_DEADLETTER, ANOMALIES)
+
+# The ticket loop (预警—派单—处置—反馈): a topic per step, each acknowledged on its own .ack topic.
+TICKETS_WARNING = TopicSpec(
+    "tickets.warning", key="household_id", value="JSON TicketCommand (warning, condition_cleared)",
+    keyed_by_household=True, description="Warnings entering the loop (from anomalies). The ticket stage opens, attaches or suppresses.")
+TICKETS_DISPATCH = TopicSpec(
+    "tickets.dispatch", key="household_id", value="JSON TicketCommand (dispatch, ack_timeout, acknowledge, escalate, cancel)",
+    keyed_by_household=True, description="Work orders to staff and their acknowledgement; timeouts escalate along the chain.")
+TICKETS_HANDLE = TopicSpec(
+    "tickets.handle", key="household_id", value="JSON TicketCommand (handle, snooze, handle_timeout, wake, feedback_timeout)",
+    keyed_by_household=True, description="Visits and calls with their notes; re-alerts of accepted, unhandled tickets.")
+TICKETS_FEEDBACK = TopicSpec(
+    "tickets.feedback", key="household_id", value="JSON TicketCommand (feedback, close)",
+    keyed_by_household=True, description="Outcomes. Read by the ticket stage and by detection, which closes the ticket once it has learned.")
+TICKET_STEPS = (TICKETS_WARNING, TICKETS_DISPATCH, TICKETS_HANDLE, TICKETS_FEEDBACK)
+
+
+def ack_of(spec: TopicSpec) -> TopicSpec:
+    return TopicSpec(f"{spec.name}.ack", key="household_id", value="JSON TicketAck", keyed_by_household=True,
+                     description=f"What became of each {spec.name} command: applied, duplicate, rejected (with the "
+                                 "reason) or suppressed, with the ticket after it.")
+
+
+TICKET_ACKS = tuple(ack_of(spec) for spec in TICKET_STEPS)
+
+HOUSEHOLDS_ROSTER = TopicSpec(
+    "households.roster", key="household_id", value="JSON Household (community, primary/backup worker, supervisor)",
+    keyed_by_household=True, compacted=True,
+    description="Who is responsible for each household. Loaded from households.csv, editable at run time; latest wins.")
+HOUSEHOLDS_AWAY = TopicSpec(
+    "households.away", key="household_id", value="JSON AwayMode, or empty to end it",
+    keyed_by_household=True, compacted=True,
+    description="Away mode per household: inactivity and decline warnings open no ticket meanwhile.")
+
+ALL_TOPICS = (READINGS_RAW, READINGS_BY_HOUSEHOLD, READINGS_VALIDATED, READINGS_DEADLETTER, ANOMALIES,
+              *TICKET_STEPS, *TICKET_ACKS, HOUSEHOLDS_ROSTER, HOUSEHOLDS_AWAY)
 
 
 def full_name(spec: TopicSpec, prefix: str = "") -> str:
@@ -46,3 +81,8 @@ def full_name(spec: TopicSpec, prefix: str = "") -> str:
 def partition_plan(partitions: int, prefix: str = "") -> dict[str, int]:
     """Topic name -> partition count. Keyed topics must share one count (co-partitioning)."""
     return {full_name(spec, prefix): partitions for spec in ALL_TOPICS}
+
+
+def compaction_config(prefix: str = "") -> dict[str, dict[str, str]]:
+    """Topic configs for the compacted topics (latest value per key is what matters)."""
+    return {full_name(spec, prefix): {"cleanup.policy": "compact"} for spec in ALL_TOPICS if spec.compacted}

@@ -39,10 +39,11 @@ def event(kind: EventKind, minutes: float = 0, actor: str = "w-1", **fields) -> 
         EventKind.FEEDBACK: {"outcome": Outcome.BENIGN_EXPLAINED},
         EventKind.SNOOZE: {"until": at + timedelta(hours=2)},
         EventKind.CANCEL: {"reason": "test household"},
+        EventKind.ESCALATE: {"reason": "the emergency contact did not answer"},
         EventKind.WARNING: {"warning_id": "hh-000001/inactivity/2026-03-01T09:00:00+00:00"},
     }.get(kind, {})
     if kind in (EventKind.DISPATCH, EventKind.ACK_TIMEOUT, EventKind.HANDLE_TIMEOUT, EventKind.WAKE,
-                EventKind.CONDITION_CLEARED, EventKind.CLOSE) and actor == "w-1":
+                EventKind.FEEDBACK_TIMEOUT, EventKind.CONDITION_CLEARED, EventKind.CLOSE) and actor == "w-1":
         actor = "system"
     return Event(kind=kind, idempotency_key=f"k{next(_keys)}", actor=actor, at=at, **{**defaults, **fields})
 
@@ -74,6 +75,10 @@ NEXT = {
     (State.DISPATCHED, EventKind.ACKNOWLEDGE): State.ACCEPTED,
     (State.DISPATCHED, EventKind.ACK_TIMEOUT): State.ESCALATED,
     (State.DISPATCHED, EventKind.HANDLE): State.HANDLED,
+    (State.DISPATCHED, EventKind.ESCALATE): State.ESCALATED,
+    (State.ESCALATED, EventKind.ESCALATE): State.ESCALATED,
+    (State.ACCEPTED, EventKind.ESCALATE): State.ESCALATED,
+    (State.HANDLED, EventKind.FEEDBACK_TIMEOUT): State.HANDLED,
     (State.ESCALATED, EventKind.ACKNOWLEDGE): State.ACCEPTED,
     (State.ESCALATED, EventKind.ACK_TIMEOUT): State.ESCALATED,
     (State.ESCALATED, EventKind.HANDLE): State.HANDLED,

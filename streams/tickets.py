@@ -1,0 +1,268 @@
+"""The ticket stage: warnings become tickets that follow 预警—派单—处置—反馈 until someone has checked.
+
+::
+
+    anomalies ──ticket-warnings──▶ tickets.warning ─┐
+    staff API, timer ─────────────▶ tickets.dispatch ├─▶ tickets ─▶ tickets.<step>.ack ──notify──▶ webhook
+    staff API, timer ─────────────▶ tickets.handle   │   (table tickets-households)
+    staff API, detect ────────────▶ tickets.feedback ┤        └─▶ follow-ups (a new ticket's dispatch)
+    roster load, staff API ───────▶ households.roster│
+    staff API ────────────────────▶ households.away ─┘
+                                    tickets.feedback ──▶ detect (sensitivity) ─▶ tickets.feedback.ack, close
+
+One agent, ``tickets``, consumes every topic that changes a household's desk, so one household's
+commands are applied one at a time, in partition order, to one table value. Per command:
+
+1. parse; a message that is not what its topic carries is dead-lettered (stage ``tickets``);
+2. :func:`dispatch.desk.handle` (pure) gives the new desk, the acks and any follow-up commands;
+3. acks to the step's ``.ack`` topic, follow-ups to their step topics;
+4. the desk reassigned in the table (its changelog).
+
+A crash between 3 and 4 repeats 2-3 after the restart: the acks are sent again and the follow-up
+(same idempotency key) is a duplicate downstream. The other order could lose a dispatch.
+
+Deadlines: a timer (every ``ticket_timer_interval_s``) turns passed deadlines into commands on
+their step topics (:func:`dispatch.desk.due_commands`): dispatch, escalation, re-alert, reminder.
+The command's key is tied to the deadline, so a second timer, a restart or a re-send after a lost
+message applies once. An in-memory index (household -> next deadline) keeps the tick cheap; it
+is rebuilt from the table after every rebalance.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+
+import faust
+from pydantic import ValidationError
+
+from dispatch.desk import DeskResult, HouseholdDesk, RosterRules, due_commands, handle, with_away, with_roster
+from dispatch.tickets import EventKind, State, TERMINAL
+from elderwatch.settings import Settings
+from schemas.anomaly import AnomalyWarning
+from schemas.dead_letter import DeadLetter, RejectReason
+from schemas.households import Household
+from schemas.tickets import AckResult, AwayMode, Step, TicketAck, TicketCommand
+from streams.metrics import TicketMetrics
+
+log = logging.getLogger(__name__)
+
+#: A due command not yet applied is sent again after this long (it may have been lost).
+RESEND_AFTER = timedelta(minutes=1)
+
+
+class TicketDesks:
+    """The ``tickets-households`` table with the operations the stage, the timer and the staff API need."""
+
+    def __init__(self, table, topics, rules: RosterRules, clock: Callable[[], datetime]) -> None:
+        self.table, self.topics, self.rules, self.clock = table, topics, rules, clock
+        self.deadlines: dict[str, datetime] = {}  # household -> its earliest open deadline
+        self.index_stale = True
+        self.recently_sent: dict[str, datetime] = {}  # due command -> when the timer last sent it
+
+    # -- reading ---------------------------------------------------------------------------
+    def get(self, household_id: str) -> HouseholdDesk | None:
+        raw = self.table.get(household_id.encode())
+        return HouseholdDesk.model_validate_json(raw) if raw else None
+
+    def all(self) -> Iterator[HouseholdDesk]:
+        for _, raw in list(self.table.items()):
+            if raw:
+                yield HouseholdDesk.model_validate_json(raw)
+
+    # -- writing (only from the tickets agent: one writer per household) ---------------------
+    def store(self, desk: HouseholdDesk) -> None:
+        self.table[desk.household_id.encode()] = desk.model_dump_json().encode()
+        self._index(desk)
+
+    def _index(self, desk: HouseholdDesk) -> None:
+        deadline = desk.next_deadline()
+        if deadline is None:
+            self.deadlines.pop(desk.household_id, None)
+        else:
+            self.deadlines[desk.household_id] = deadline
+
+    def rebuild_index(self) -> None:
+        self.deadlines.clear()
+        for desk in self.all():
+            self._index(desk)
+        self.index_stale = False
+
+    # -- sending commands (the staff API, the timer, detect) -----------------------------------
+    async def send(self, command: TicketCommand) -> None:
+        await self.topics.ticket_steps[command.step].send(key=command.household_id.encode(),
+                                                          value=command.model_dump_json().encode())
+
+    async def send_roster(self, household: Household) -> None:
+        await self.topics.roster.send(key=household.household_id.encode(), value=household.model_dump_json().encode())
+
+    async def send_away(self, household_id: str, away: AwayMode | None) -> None:
+        await self.topics.away.send(key=household_id.encode(), value=away.model_dump_json().encode() if away else b"")
+
+
+def parse(model, value: bytes | None, key: bytes | None):
+    """``model`` from a message keyed by its household, or a rejection reason (never raises for bad input)."""
+    if not value:
+        return RejectReason.NOT_JSON, "empty message"
+    try:
+        parsed = model.model_validate_json(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        reason = RejectReason.NOT_JSON if first["type"] == "json_invalid" else RejectReason.INVALID_FIELD
+        return reason, f"not a {model.__name__}: {first['type']} at {'.'.join(map(str, first['loc'])) or 'top level'}"
+    if key != parsed.household_id.encode():
+        return RejectReason.INVALID_FIELD, "message key is not the household_id"
+    return parsed
+
+
+def register_ticket_agents(app: faust.App, topics, desks_table: faust.Table, metrics: TicketMetrics,
+                           settings: Settings, *, clock: Callable[[], datetime]) -> TicketDesks:
+    rules = RosterRules(duty_desk=settings.duty_desk, contact_first=dict(settings.contact_first),
+                        policy=settings.ticket_policy())
+    desks = TicketDesks(desks_table, topics, rules, clock)
+    step_of_topic = {t.get_topic_name(): step for step, t in topics.ticket_steps.items()}
+    roster_topic, away_topic = topics.roster.get_topic_name(), topics.away.get_topic_name()
+
+    async def dead_letter(message, value, key, reason: RejectReason, detail: str) -> None:
+        metrics.unreadable.inc()
+        envelope = DeadLetter.for_message(value, key, reason, detail, stage="tickets", topic=message.topic,
+                                          partition=message.partition, offset=message.offset, at=clock())
+        await topics.deadletter.send(key=key, value=envelope.model_dump_json().encode())
+        log.info("dead-lettered %s:%s@%s: %s", message.topic, message.partition, message.offset, reason.value)
+
+    @app.on_partitions_assigned.connect
+    async def index_after_rebalance(sender, assigned, **kwargs) -> None:
+        desks.index_stale = True  # rebuilt on the next tick, from the recovered table
+
+    @app.agent(topics.anomalies, name="ticket-warnings")
+    async def ticket_warnings(stream):
+        """anomalies -> tickets.warning: every warning enters the loop as a command with a stable key."""
+        async for event in stream.events():
+            value, key = _bytes(event.value), _bytes(event.key)
+            warning = parse(AnomalyWarning, value, key)
+            if isinstance(warning, tuple):
+                await dead_letter(event.message, value, key, *warning)
+                continue
+            await desks.send(TicketCommand.warning_from(warning, at=clock()))
+
+    inputs = app.topic(*step_of_topic, roster_topic, away_topic, key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+
+    @app.agent(inputs, name="tickets")
+    async def tickets(stream):
+        async for event in stream.events():
+            message = event.message
+            value, key = _bytes(event.value), _bytes(event.key)
+            if message.topic == roster_topic:
+                household = parse(Household, value, key)
+                if isinstance(household, tuple):
+                    await dead_letter(message, value, key, *household)
+                    continue
+                desk = desks.get(household.household_id) or HouseholdDesk(household_id=household.household_id)
+                desks.store(with_roster(desk, household))
+                continue
+            if message.topic == away_topic:
+                if not value and key:  # empty value: away mode ended
+                    household_id = key.decode(errors="replace")
+                    desk = desks.get(household_id)
+                    if desk is not None:
+                        desks.store(with_away(desk, None))
+                    continue
+                away = parse(AwayMode, value, key)
+                if isinstance(away, tuple):
+                    await dead_letter(message, value, key, *away)
+                    continue
+                desk = desks.get(away.household_id) or HouseholdDesk(household_id=away.household_id)
+                desks.store(with_away(desk, away))
+                continue
+            command = parse(TicketCommand, value, key)
+            if isinstance(command, tuple):
+                await dead_letter(message, value, key, *command)
+                continue
+            if command.step is not step_of_topic[message.topic]:
+                await dead_letter(message, value, key, RejectReason.INVALID_FIELD,
+                                  f"a {command.step.value} command on the {step_of_topic[message.topic].value} topic")
+                continue
+            desk = desks.get(command.household_id) or HouseholdDesk(household_id=command.household_id)
+            result = handle(desk, command, clock(), rules)
+            for ack in result.acks:
+                await topics.ticket_acks[ack.step].send(key=key, value=ack.model_dump_json().encode())
+            for follow_up in result.follow_ups:
+                await desks.send(follow_up)
+            if result.desk is not desk:
+                desks.store(result.desk)
+            _count(metrics, command, result)
+
+    @app.timer(settings.ticket_timer_interval_s, name="ticket-deadlines")
+    async def ticket_deadlines() -> None:
+        await check_deadlines(desks, metrics, settings.ticket_timer_interval_s)
+
+    return desks
+
+
+async def check_deadlines(desks: TicketDesks, metrics: TicketMetrics, interval_s: float) -> int:
+    """Send the commands every passed deadline calls for; returns how many were sent."""
+    if desks.index_stale:
+        desks.rebuild_index()
+    now = desks.clock()
+    sent = overdue = 0
+    for household_id, deadline in list(desks.deadlines.items()):
+        if deadline > now:
+            continue
+        if now - deadline > timedelta(seconds=2 * interval_s) + RESEND_AFTER:
+            overdue += 1
+        desk = desks.get(household_id)
+        if desk is None:
+            desks.deadlines.pop(household_id, None)
+            continue
+        for command in due_commands(desk, now):
+            key = f"{command.ticket_id}|{command.event.idempotency_key}"
+            last = desks.recently_sent.get(key)
+            if last is not None and now - last < RESEND_AFTER:
+                continue
+            desks.recently_sent[key] = now
+            await desks.send(command)
+            sent += 1
+    for key, at in list(desks.recently_sent.items()):
+        if now - at > 10 * RESEND_AFTER:
+            del desks.recently_sent[key]
+    metrics.overdue.set(overdue)
+    _count_open(desks, metrics)
+    return sent
+
+
+def _count_open(desks: TicketDesks, metrics: TicketMetrics) -> None:
+    counts = {state: 0 for state in State if state not in TERMINAL}
+    for household_id in list(desks.deadlines):
+        desk = desks.get(household_id)
+        for ticket in desk.open_tickets() if desk else ():
+            counts[ticket.state] += 1
+    for state, n in counts.items():
+        metrics.open.labels(state=state.value).set(n)
+
+
+def _count(metrics: TicketMetrics, command: TicketCommand, result: DeskResult) -> None:
+    for ack in result.acks:
+        metrics.commands.labels(step=ack.step.value, result=ack.result.value).inc()
+        if ack.result is not AckResult.APPLIED or ack.ticket is None:
+            continue
+        ticket, kind = ack.ticket, command.event.kind
+        if kind is EventKind.WARNING and ticket.ticket_id == command.ticket_id:
+            metrics.opened.labels(kind=ticket.kind).inc()
+        elif kind in (EventKind.ACK_TIMEOUT, EventKind.ESCALATE):
+            metrics.escalations.inc()
+        elif kind in (EventKind.HANDLE_TIMEOUT, EventKind.WAKE, EventKind.FEEDBACK_TIMEOUT):
+            metrics.realerts.inc()
+        elif kind is EventKind.ACKNOWLEDGE:
+            metrics.to_acknowledge.observe((command.event.at - ticket.opened_at).total_seconds())
+        elif kind is EventKind.HANDLE:
+            metrics.to_handle.observe((command.event.at - ticket.opened_at).total_seconds())
+        elif kind is EventKind.FEEDBACK and ticket.outcome is not None:
+            metrics.outcome(ticket.outcome.value)
+        elif kind is EventKind.CLOSE:
+            metrics.to_close.observe((command.event.at - ticket.opened_at).total_seconds())
+
+
+def _bytes(value) -> bytes | None:
+    return value if isinstance(value, (bytes, type(None))) else bytes(value)
