@@ -1,12 +1,12 @@
 """Feedback from community staff turns one household's sensitivity per kind, a little and within bounds.
 
-After checking on a household, a staff member records an outcome for the warning's kind. The rules,
-each with why:
+After checking on a household, staff record an outcome for the warning's kind. The rules, and why:
 
 * ``false_alarm`` and ``benign_explained`` are *not needed*: either way the visit found nobody in need.
 * 2 not-needed in a row (since the last needed one) multiply the kind's sensitivity by 0.85, then
   the count restarts: one can be chance, two are a pattern; small steps, so trust changes slowly.
-* never below 0.5 (``SENSITIVITY_BOUNDS``, via ``adjust_sensitivity``): however many false alarms, a strong anomaly must still warn.
+* never below 0.5 (``SENSITIVITY_BOUNDS``, via ``adjust_sensitivity``): however many false alarms,
+  a strong anomaly must still warn.
 * ``confirmed_emergency`` and ``needed_help`` never lower, reset the count and restore a lowered
   kind to 1.0: the lowered threshold nearly missed someone.
 * ``not_home`` changes nothing and neither counts nor resets; for ``inactivity`` and ``decline`` it
@@ -30,7 +30,8 @@ not_home for inactivity: sensitivity unchanged, away mode proposed
 needed_help for inactivity: sensitivity restored 0.85 -> 1.00
 >>> m.record_feedback("decline", "not_home", "t5").as_dict()
 {'kind': 'decline', 'outcome': 'not_home', 'duplicate': False, 'sensitivity_before': 1.0,
- 'sensitivity_after': 1.0, 'proposal': 'away_mode', 'reason': 'not_home for decline: sensitivity unchanged, away mode proposed'}
+ 'sensitivity_after': 1.0, 'proposal': 'away_mode',
+ 'reason': 'not_home for decline: sensitivity unchanged, away mode proposed'}
 """
 
 from __future__ import annotations
@@ -71,17 +72,6 @@ class FeedbackEffect:
                                "sensitivity_after": round(self.sensitivity_after, 4)}
 
 
-def _kind(kind: str) -> AnomalyKind | str:
-    try:
-        return AnomalyKind(kind)
-    except ValueError:
-        return str(kind)
-
-
-def _digest(key: str) -> bytes:
-    return hashlib.blake2b(key.encode(), digest_size=8).digest()
-
-
 class FeedbackLog:
     """One household's feedback memory: not-needed outcomes per kind since the last needed one, and
     the last :data:`KEEP_KEYS` keys applied. Lives on the monitor, so it is saved with it."""
@@ -93,23 +83,38 @@ class FeedbackLog:
         self.keys: deque[bytes] = deque(maxlen=KEEP_KEYS)
 
     def record(self, monitor: HouseholdMonitor, kind: str, outcome: str, key: str) -> FeedbackEffect:
-        """Apply one outcome for ``kind`` to ``monitor.sensitivity`` (once per ``key``)."""
-        kind = _kind(kind)
-        outcome = str(outcome)
+        """Apply one outcome to ``monitor.sensitivity`` by the rules above.
+
+        Parameters
+        ----------
+        monitor
+            The household's: its ``sensitivity`` is turned, lowered only by its bounded ``adjust_sensitivity``.
+        kind
+            The warning's :class:`~schemas.anomaly.AnomalyKind` value; anything else changes nothing.
+        outcome
+            The ticket's ``Outcome`` value (``dispatch.tickets.Outcome``).
+        key
+            The feedback's idempotency key: a key among the last :data:`KEEP_KEYS` changes nothing.
+
+        Returns
+        -------
+        FeedbackEffect
+            Sensitivity before and after, any proposal, and a sentence for the acknowledgement.
+        """
+        kind, outcome = next((k for k in AnomalyKind if k == kind), str(kind)), str(outcome)
         before = monitor.sensitivity.get(kind, 1.0)
 
         def effect(reason: str, proposal: str | None = None, duplicate: bool = False) -> FeedbackEffect:
             return FeedbackEffect(str(kind), outcome, duplicate, before, monitor.sensitivity.get(kind, 1.0),
                                   proposal, reason)
 
-        digest = _digest(key)
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
         if digest in self.keys:
             return effect("key already applied: nothing changed", duplicate=True)
         self.keys.append(digest)
         if kind not in WELFARE_KINDS:
-            known = isinstance(kind, AnomalyKind)
-            return effect(f"{kind} is about data, not welfare: nothing changed" if known else
-                          f"unknown kind {kind!r}: nothing changed")
+            return effect(f"{kind} is about data, not welfare: nothing changed" if isinstance(kind, AnomalyKind)
+                          else f"unknown kind {kind!r}: nothing changed")
         if outcome in NEEDED:
             self.streaks.pop(kind, None)
             if before >= 1.0:

@@ -15,7 +15,8 @@ Rules, in the order :func:`handle` applies them to a warning:
    attaches to it (Alertmanager's grouping), so staff get one visit, not three.
 4. Otherwise a **new ticket**, asking the household's chain: the community's contact desk first
    where that community phones the emergency contact before a visit, then the primary worker,
-   backup and supervisor. A household missing from the roster goes to the duty desk, never nowhere.
+   backup and supervisor. A household missing from the roster goes to the duty desk, never nowhere;
+   ``meter_offline`` (data quality) goes to the data-quality desk, not to a community worker.
    The ticket is due at once, so its dispatch is the follow-up command.
 
 Every other command is :func:`dispatch.tickets.apply` on its ticket. Roster changes affect tickets
@@ -28,7 +29,7 @@ opened afterwards; a ticket keeps the chain it was dispatched along.
 ...     "household_id": "hh-1", "kind": "inactivity", "episode_start": "2026-03-01T02:00:00Z",
 ...     "detected_at": "2026-03-01T08:55:00Z", "score": 1.3, "severity": "high", "evidence": {"summary": "no water"}})
 >>> desk = HouseholdDesk(household_id="hh-1")
->>> r = handle(desk, TicketCommand.warning_from(warning, at=now), now, RosterRules())
+>>> r = handle(desk, TicketCommand.warning_from(warning, at=now), now, RosterRules())  # not on the roster
 >>> r.acks[0].result.value, r.acks[0].ticket.chain, [c.event.kind.value for c in r.follow_ups]
 ('applied', ('duty-desk',), ['dispatch'])
 >>> handle(r.desk, TicketCommand.warning_from(warning, at=now), now, RosterRules()).acks[0].result.value
@@ -42,7 +43,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatch.tickets import POLICY, TERMINAL, EventKind, Policy, Ticket, apply, due, open_ticket
+from dispatch.tickets import POLICY, TERMINAL, WELFARE_KINDS, EventKind, Policy, Ticket, apply, due, open_ticket
 from schemas.anomaly import AnomalyWarning
 from schemas.households import Household
 from schemas.tickets import SUPPRESSED_WHEN_AWAY, AckResult, AwayMode, Step, TicketAck, TicketCommand
@@ -89,8 +90,11 @@ class RosterRules:
     duty_desk: str = "duty-desk"
     contact_first: dict[str, str] = field(default_factory=dict)  # community -> contact desk staff id
     policy: Policy = POLICY
+    data_quality_desk: str = "data-quality-desk"
 
-    def chain(self, roster: Household | None) -> tuple[str, ...]:
+    def chain(self, roster: Household | None, kind: str = "") -> tuple[str, ...]:
+        if kind not in WELFARE_KINDS:
+            return (self.data_quality_desk,)  # a silent meter is the utility's job, not a visit
         if roster is None:
             return (self.duty_desk,)
         s = roster.staff
@@ -149,10 +153,9 @@ def _warning(desk: HouseholdDesk, command: TicketCommand, now: datetime, rules: 
     warning = command.warning
     assert warning is not None  # TicketCommand validates this
     kind = warning.kind.value
-    seen = desk.tickets.get(warning.warning_id)
-    if seen is not None or _attached_somewhere(desk, command):
-        ticket = seen or desk.tickets[desk.open_by_kind[kind]]
-        return DeskResult(desk, [_ack(command, AckResult.DUPLICATE, now, ticket=ticket)], [])
+    seen = _ticket_with_key(desk, command.event.idempotency_key)
+    if seen is not None:
+        return DeskResult(desk, [_ack(command, AckResult.DUPLICATE, now, ticket=seen)], [])
     if desk.away is not None and desk.away.active(warning.detected_at) and kind in SUPPRESSED_WHEN_AWAY:
         reason = f"household away until {desk.away.until.isoformat()} (set by {desk.away.set_by})"
         new = desk.model_copy(update={"suppressed": desk.suppressed + 1})
@@ -164,15 +167,16 @@ def _warning(desk: HouseholdDesk, command: TicketCommand, now: datetime, rules: 
         return DeskResult(new, [_ack(command, AckResult.APPLIED, now, ticket=result.ticket,
                                      reason=f"attached to open ticket {open_id}")], [])
     ticket = open_ticket(warning.warning_id, household_id=desk.household_id, kind=kind,
-                         severity=warning.severity.value, chain=rules.chain(desk.roster), at=command.event.at)
+                         severity=warning.severity.value, chain=rules.chain(desk.roster, kind), at=command.event.at,
+                         summary=warning.summary)
     new = _store(desk, ticket, now, warning)
     dispatch = due(ticket, ticket.opened_at)
     return DeskResult(new, [_ack(command, AckResult.APPLIED, now, ticket=ticket)], [TicketCommand.of(ticket, dispatch)])
 
 
-def _attached_somewhere(desk: HouseholdDesk, command: TicketCommand) -> bool:
-    open_id = desk.open_by_kind.get(command.ticket_kind)
-    return open_id is not None and command.event.idempotency_key in desk.tickets[open_id].seen_keys
+def _ticket_with_key(desk: HouseholdDesk, key: str) -> Ticket | None:
+    """The ticket that opened with or attached this warning, open or finished (a desk holds a few)."""
+    return next((t for t in desk.tickets.values() if key in t.seen_keys), None)
 
 
 def _store(desk: HouseholdDesk, ticket: Ticket, now: datetime, warning: AnomalyWarning | None = None) -> HouseholdDesk:

@@ -3,8 +3,8 @@
 Three stages, each one method (as in Alertmanager's notify pipeline)::
 
     TicketAck ──notifications_for──▶ [Notification, …] ──WebhookSender.deliver──▶ delivered | rejected
-              (pure: should we tell,   one per recipient      │ retries retryable attempts with backoff
-               whom, and why)                                 └─ WebhookSender.attempt: one POST, classified
+              (pure: should we tell,   one per recipient     │ retries retryable attempts with backoff
+               whom, and why)                                └─ WebhookSender.attempt: one POST, classified
 
 What a delivery guarantees:
 
@@ -78,12 +78,12 @@ def notifications_for(ack: TicketAck, *, ticket_path: str = "/tickets/{ticket_id
     if reason is None:
         return []
     ticket = ack.ticket
-    warning = ack.command.warning
-    summary = warning.evidence.get("summary") if warning is not None else None
+    summary = ticket.summary
     url = ticket_path.format(ticket_id=quote(ack.ticket_id, safe=""))
     return [Notification(notification_id=f"{ack.ack_id}->{recipient}", recipient=recipient, reason=reason,
                          ticket_id=ack.ticket_id, household_id=ack.household_id, kind=ticket.kind,
                          severity=ticket.severity, state=ticket.state.value, summary=summary, ticket_url=url,
+                         respond_by=ticket.deadline,
                          at=ack.at)
             for recipient in dict.fromkeys(ack.notify)]  # each person once, in the ack's order
 
@@ -128,8 +128,8 @@ def backoff_delay(failures: int, max_backoff_s: float, retry_after: float | None
     [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
     >>> backoff_delay(100_000, 60)  # a receiver down for days: still 60, no overflow
     60.0
-    >>> backoff_delay(1, 60, retry_after=30), backoff_delay(1, 60, retry_after=3600), backoff_delay(5, 60, retry_after=0)
-    (30.0, 60.0, 1.0)
+    >>> [backoff_delay(1, 60, retry_after=s) for s in (30, 3600, 0)]
+    [30.0, 60.0, 1.0]
     """
     delay = 2.0 ** min(failures - 1, 32) if retry_after is None else max(retry_after, 1.0)
     return float(min(delay, max_backoff_s))

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     handle_timeout_low_min: float = Field(default=1440.0, gt=0)
     feedback_timeout_min: float = Field(default=1440.0, gt=0, description="Minutes after handling before a missing outcome is reminded.")
     duty_desk: str = Field(default="duty-desk", description="Staff id that gets tickets of households missing from the roster.")
+    data_quality_desk: str = Field(default="data-quality-desk", description="Staff id (at the utility) that gets meter_offline tickets.")
     contact_first: dict[str, str] = Field(default_factory=dict, description="community -> staff id of the desk that phones the "
                                           "household's emergency contact before a visit is dispatched (JSON).")
     staff_tokens_file: Path | None = Field(default=None, description="JSON {token: staff_id} for the staff API; "

@@ -1,4 +1,5 @@
-"""JSON Schema files a utility can validate its feed against (``elderwatch schema export DIR``)."""
+"""JSON Schema files a utility can validate its feed against, and the staff API's OpenAPI document
+(``elderwatch schema export DIR``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from schemas.anomaly import AnomalyWarning
 from schemas.dead_letter import DeadLetter
 from schemas.households import Household
+from schemas.openapi import OPENAPI_FILENAME, openapi_document
 from schemas.readings import MeterReading, MeterRegisterReading, ValidatedReading
 
 EXPORTED = {
@@ -21,7 +23,11 @@ EXPORTED = {
 
 
 def export_json_schemas(directory: Path) -> list[Path]:
+    """Write the :data:`EXPORTED` JSON Schemas and :data:`OPENAPI_FILENAME` into ``directory``.
+
+    Returns the JSON Schema files (the OpenAPI document is :func:`export_openapi`'s: it is not a JSON Schema)."""
     directory.mkdir(parents=True, exist_ok=True)
+    export_openapi(directory)
     written = []
     for filename, model in EXPORTED.items():
         schema = model.model_json_schema(by_alias=True)
@@ -31,3 +37,11 @@ def export_json_schemas(directory: Path) -> list[Path]:
         path.write_text(json.dumps(schema, indent=2) + "\n")
         written.append(path)
     return written
+
+
+def export_openapi(directory: Path) -> Path:
+    """The staff API's OpenAPI 3.1 document as ``directory/staff-api.openapi.json``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / OPENAPI_FILENAME
+    path.write_text(json.dumps(openapi_document(), indent=2) + "\n")
+    return path

@@ -174,6 +174,8 @@ class Notification(BaseModel):
     severity: str
     state: str
     summary: str | None = Field(default=None, description="The warning's sentence for a community worker.")
+    respond_by: AwareDatetime | None = Field(default=None, description="When the ticket's current step is overdue "
+                                             "(e.g. it escalates to the next person).")
     ticket_url: str = Field(description="Path of the ticket on the staff API.")
     at: AwareDatetime
 

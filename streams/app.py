@@ -106,6 +106,11 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     ticket_metrics = TicketMetrics(metrics.registry)
     desks = register_ticket_agents(app, t, ticket_desks_table(app, settings), ticket_metrics, settings, clock=clock)
 
+    from dispatch.notify import NotifyMetrics
+    from streams.notify import register_notifier
+
+    register_notifier(app, t.ticket_acks.values(), settings, NotifyMetrics(metrics.registry))
+
     @app.page("/metrics")
     async def metrics_page(web, request):
         return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
@@ -113,6 +118,10 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     @app.page("/health")
     async def health_page(web, request):
         return web.json({"status": "ok", "app_id": settings.app_id})
+
+    from streams.staff_api import register_staff_api
+
+    register_staff_api(app, desks, settings)
 
     app.elderwatch_metrics = metrics  # for tests and the demo running in-process
     app.elderwatch_detect_metrics = detect_metrics

@@ -29,6 +29,14 @@ monitor is used only while the table still holds the very record it produced; an
 and a monitor is out of the cache while it processes, so an interrupted reading cannot leave a
 cached monitor ahead of the table.
 The table is still written on every reading: the changelog is what makes a restart safe.
+
+Feedback (issue 4) arrives on ``tickets.feedback`` in the same agent: a staff member's outcome for a
+ticket turns the household's sensitivity for that kind (``detectors/feedback.py``: repeated false
+alarms lower it within bounds, a confirmed emergency never does, ``not_home`` proposes away mode).
+The new state is stored, then acknowledged on ``tickets.feedback.ack`` (``by: detect``, with the
+sensitivity before and after), then a ``close`` command for the ticket goes to ``tickets.feedback``:
+a ticket closes once detection has learned from it. The monitor remembers the feedback key, so a
+redelivery changes nothing and is acknowledged (and closed) again.
 """
 
 from __future__ import annotations
@@ -43,14 +51,22 @@ from datetime import datetime
 import faust
 from pydantic import ValidationError
 
+from detectors.feedback import FeedbackEffect
 from detectors.monitor import HouseholdMonitor, MonitorConfig
 from detectors.offline import MonitorFactory, new_monitor, plain_datetime
+from dispatch.tickets import Event, EventKind
 from elderwatch.settings import Settings
 from schemas.anomaly import AnomalyWarning
 from schemas.dead_letter import DeadLetter, RejectReason
 from schemas.readings import ValidatedReading
+from schemas.tickets import AckResult, TicketAck, TicketCommand
+from schemas.tickets import Step as TicketStep
 from streams.ingest.parse import Rejection, _describe, _reason_for
 from streams.metrics import DetectMetrics
+
+
+def _raw(value) -> bytes | None:
+    return value if isinstance(value, (bytes, type(None))) else bytes(value)
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +226,23 @@ class HouseholdStates:
             self.metrics.state_bytes.observe(len(new_record))
         return Step(household_id, warnings, monitor, new_record)
 
+    def feedback(self, command: TicketCommand) -> tuple[FeedbackEffect, Step]:
+        """Give a staff member's outcome to the household's monitor (its sensitivity for the ticket's kind).
+
+        The state record keeps its readings.validated offset: feedback comes from another topic and
+        is made idempotent by its key, which the monitor remembers."""
+        household_id = command.household_id
+        record = self.table.get(household_id.encode())
+        if record is None:  # feedback before any reading: a new monitor holds it
+            offset = -1
+            zone = self.timezones.get(household_id, self.default_timezone)
+            monitor = self.monitor_factory(household_id, zone, self.config)
+        else:
+            offset, monitor_state = decode_state(record)
+            monitor = self.cache.take(household_id, record) or self.monitor_loads(monitor_state)
+        effect = monitor.record_feedback(command.ticket_kind, command.event.outcome.value, command.event.idempotency_key)
+        return effect, Step(household_id, [], monitor, encode_state(offset, monitor.dumps()))
+
     def store(self, step: Step) -> None:
         self.table[step.household_id.encode()] = step.record  # reassigned every time, so the changelog is written
         self.cache.put(step.household_id, step.monitor, step.record)
@@ -230,13 +263,49 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
         states.cache.clear()
         metrics.cached_monitors.set(0)
 
-    @app.agent(topics.validated, name="detect")
+    feedback_topic = topics.ticket_steps[TicketStep.FEEDBACK]
+    # One agent for readings and feedback: both change the household's monitor, and one agent
+    # applies them one at a time (two would race between loading and storing the state).
+    inputs = app.topic(topics.validated.get_topic_name(), feedback_topic.get_topic_name(), key_type=bytes,
+                       value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    async def learn_from(message, value: bytes | None, key: bytes | None) -> None:
+        """Feedback on tickets.feedback -> the monitor's sensitivity; ack on tickets.feedback.ack; close."""
+        try:
+            command = TicketCommand.model_validate_json(value or b"")
+        except ValidationError:
+            metrics.feedback.labels(result="unreadable").inc()  # the ticket stage dead-letters it
+            return
+        if command.event.kind is not EventKind.FEEDBACK or key != command.household_id.encode():
+            return  # close commands (ours) and the like: not for detection
+        effect, step = states.feedback(command)
+        states.store(step)  # before the ack: a redelivery after a crash finds the key and acks again
+        result = AckResult.DUPLICATE if effect.duplicate else AckResult.APPLIED
+        now = clock()
+        ack = TicketAck(step=TicketStep.FEEDBACK, by="detect", ticket_id=command.ticket_id,
+                        household_id=command.household_id, idempotency_key=command.event.idempotency_key,
+                        command=command, result=result, reason=effect.reason, detection=effect.as_dict(), at=now)
+        await topics.ticket_acks[TicketStep.FEEDBACK].send(key=key, value=ack.model_dump_json().encode())
+        # Detection has learned from it: the loop is closed (idempotent: one close per ticket).
+        close = Event(kind=EventKind.CLOSE, idempotency_key=f"close:{command.ticket_id}", actor="system", at=now,
+                      notes=None)
+        await feedback_topic.send(key=key, value=TicketCommand(
+            step=TicketStep.FEEDBACK, ticket_id=command.ticket_id, household_id=command.household_id,
+            ticket_kind=command.ticket_kind, event=close).model_dump_json().encode())
+        metrics.feedback.labels(result=result.value).inc()
+        if effect.sensitivity_after != effect.sensitivity_before:
+            metrics.sensitivity_changes.labels(direction="down" if effect.sensitivity_after < effect.sensitivity_before
+                                               else "up").inc()
+
+    @app.agent(inputs, name="detect")
     async def detect(stream):
         async for event in stream.events():
             message = event.message
+            if message.topic == feedback_topic.get_topic_name():
+                await learn_from(message, _raw(event.value), _raw(event.key))
+                continue
             metrics.received.inc()
-            value = event.value if isinstance(event.value, (bytes, type(None))) else bytes(event.value)
-            key = event.key if isinstance(event.key, (bytes, type(None))) else bytes(event.key)
+            value, key = _raw(event.value), _raw(event.key)
             reading = parse_validated(value, key)
             if isinstance(reading, Rejection):
                 timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None

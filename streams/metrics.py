@@ -65,6 +65,11 @@ class DetectMetrics:
         self.seconds = Histogram("elderwatch_detect_seconds", "Time per reading of each step of the detect agent.",
                                  ["phase"], buckets=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0),
                                  registry=r)
+        self.feedback = Counter("elderwatch_detect_feedback", "Outcomes from tickets.feedback given to monitors.",
+                                ["result"], registry=r)
+        self.sensitivity_changes = Counter("elderwatch_detect_sensitivity_changes",
+                                           "Feedback that moved a household's sensitivity for a kind.", ["direction"],
+                                           registry=r)
         self.cached_monitors = Gauge("elderwatch_detect_cached_monitors",
                                      "Household monitors kept live in memory by this worker.", registry=r)
         for kind in AnomalyKind:  # export zeros too, so rate() works from the start
@@ -73,6 +78,10 @@ class DetectMetrics:
             self.dead_lettered.labels(reason=reason.value)
         for phase in self.PHASES:
             self.seconds.labels(phase=phase)
+        for result in ("applied", "duplicate", "unreadable"):
+            self.feedback.labels(result=result)
+        for direction in ("down", "up"):
+            self.sensitivity_changes.labels(direction=direction)
 
 
 class TicketMetrics:

@@ -20,7 +20,7 @@ topics' offsets stop moving; they are delayed, never dropped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import faust
 from pydantic import ValidationError
@@ -28,6 +28,9 @@ from pydantic import ValidationError
 from dispatch.notify import NotifyMetrics, WebhookSender, notifications_for
 from elderwatch.settings import Settings
 from schemas.tickets import TicketAck
+
+#: Where a staff member opens the ticket: the staff API's ticket detail.
+TICKET_PATH = "/api/v1/tickets/{ticket_id}"
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +49,10 @@ def parse_ack(value: bytes | None) -> TicketAck | ValidationError | None:
         return exc
 
 
-def register_notifier(app: faust.App, ack_topics: faust.TopicT | Sequence[faust.TopicT], settings: Settings,
+def register_notifier(app: faust.App, ack_topics: faust.TopicT | Iterable[faust.TopicT], settings: Settings,
                       metrics: NotifyMetrics, *, sender: WebhookSender | None = None) -> None:
-    """Add the ``notify`` agent over the ``.ack`` topics (raw bytes): one topic over several names, or a list.
+    """Add the ``notify`` agent over the ``.ack`` topics (raw bytes): one topic over several names, or several
+    topics (e.g. ``topics.ticket_acks.values()``), merged into one channel.
 
     ``sender`` defaults to a :class:`WebhookSender` for ``settings.webhook_url``; with neither, nothing is sent
     and every notification is counted as skipped. The sender's session is closed when the agent stops.
@@ -73,7 +77,7 @@ def register_notifier(app: faust.App, ack_topics: faust.TopicT | Sequence[faust.
                     log.warning("unreadable message on %s:%s@%s skipped: %s", message.topic, message.partition,
                                 message.offset, "empty" if ack is None else ack.errors()[0]["type"])
                     continue
-                for notification in notifications_for(ack):
+                for notification in notifications_for(ack, ticket_path=TICKET_PATH):
                     if sender is None:
                         metrics.skipped.inc()
                     else:

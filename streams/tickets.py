@@ -119,7 +119,7 @@ def parse(model, value: bytes | None, key: bytes | None):
 def register_ticket_agents(app: faust.App, topics, desks_table: faust.Table, metrics: TicketMetrics,
                            settings: Settings, *, clock: Callable[[], datetime]) -> TicketDesks:
     rules = RosterRules(duty_desk=settings.duty_desk, contact_first=dict(settings.contact_first),
-                        policy=settings.ticket_policy())
+                        policy=settings.ticket_policy(), data_quality_desk=settings.data_quality_desk)
     desks = TicketDesks(desks_table, topics, rules, clock)
     step_of_topic = {t.get_topic_name(): step for step, t in topics.ticket_steps.items()}
     roster_topic, away_topic = topics.roster.get_topic_name(), topics.away.get_topic_name()
@@ -190,6 +190,7 @@ def register_ticket_agents(app: faust.App, topics, desks_table: faust.Table, met
                 await topics.ticket_acks[ack.step].send(key=key, value=ack.model_dump_json().encode())
             for follow_up in result.follow_ups:
                 await desks.send(follow_up)
+                desks.recently_sent[_sent_key(follow_up)] = clock()  # the timer need not send it too
             if result.desk is not desk:
                 desks.store(result.desk)
             _count(metrics, command, result)
@@ -217,7 +218,7 @@ async def check_deadlines(desks: TicketDesks, metrics: TicketMetrics, interval_s
             desks.deadlines.pop(household_id, None)
             continue
         for command in due_commands(desk, now):
-            key = f"{command.ticket_id}|{command.event.idempotency_key}"
+            key = _sent_key(command)
             last = desks.recently_sent.get(key)
             if last is not None and now - last < RESEND_AFTER:
                 continue
@@ -230,6 +231,10 @@ async def check_deadlines(desks: TicketDesks, metrics: TicketMetrics, interval_s
     metrics.overdue.set(overdue)
     _count_open(desks, metrics)
     return sent
+
+
+def _sent_key(command: TicketCommand) -> str:
+    return f"{command.ticket_id}|{command.event.idempotency_key}"
 
 
 def _count_open(desks: TicketDesks, metrics: TicketMetrics) -> None:

@@ -71,12 +71,28 @@ def test_prefixed_bootstrap_wins_over_alias(clean_env):
     assert Settings().kafka_bootstrap_servers == "specific:9092"
 
 
-def test_production_ok_with_real_cluster(clean_env):
+def test_production_ok_with_real_cluster(clean_env, tmp_path):
     clean_env.setenv("ELDERWATCH_ENVIRONMENT", "production")
     clean_env.setenv("ELDERWATCH_REPLICATION_FACTOR", "3")
     clean_env.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1.prod:9092,kafka-2.prod:9092")
+    clean_env.setenv("ELDERWATCH_STAFF_TOKENS_FILE", str(tmp_path / "tokens.json"))
     s = Settings()
     assert s.environment == "production" and s.replication_factor == 3
+
+
+@pytest.mark.parametrize(("variable", "message"), [
+    ("ELDERWATCH_STAFF_TOKENS_FILE", "STAFF_TOKENS_FILE"),  # without tokens anyone is any staff member
+    ("ELDERWATCH_CLOCK_OFFSET_FILE", "tests only"),          # a movable clock escalates at will
+], ids=["no-tokens", "test-clock"])
+def test_production_refuses_unsafe_ticket_settings(clean_env, tmp_path, variable, message):
+    clean_env.setenv("ELDERWATCH_ENVIRONMENT", "production")
+    clean_env.setenv("ELDERWATCH_REPLICATION_FACTOR", "3")
+    clean_env.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1.prod:9092")
+    if variable == "ELDERWATCH_CLOCK_OFFSET_FILE":  # otherwise safe: tokens given, the test clock set
+        clean_env.setenv("ELDERWATCH_STAFF_TOKENS_FILE", str(tmp_path / "tokens.json"))
+        clean_env.setenv(variable, str(tmp_path / "offset"))
+    with pytest.raises(ValidationError, match=message):
+        Settings()
 
 
 @pytest.mark.parametrize(("replication", "servers", "message"), [

@@ -1,0 +1,337 @@
+"""The staff API over HTTP, served by the Faust worker's own web server (``/api/v1``).
+
+The routes are :data:`schemas.openapi.ROUTES` (``GET /api/v1/openapi.json`` describes them), each
+handled by the :class:`StaffApi` method of its ``operation_id``; registration fails if one is
+missing. Reads come from the ``tickets-households`` table; writes are commands on the ticket
+topics, applied by the ``tickets`` agent like every other command (one writer per household).
+
+Who: ``Authorization: Bearer <token>``, looked up in ``staff_tokens_file`` ({token: staff id},
+read once at registration). Without that file (development only: production settings refuse to
+start) the ``X-Staff-Id`` header is trusted. A caller sees and acts on the households whose desk
+names them (:meth:`dispatch.desk.HouseholdDesk.staff`: roster chain, or anyone a ticket was sent to).
+
+A ticket action, step by step:
+
+1. 404 if the desk has no such ticket, 403 if the caller does not look after the household,
+   400 if the body is not what the route takes;
+2. the event: actor the caller, time ``desks.clock()``, key ``<kind>:<caller>:<Idempotency-Key>``
+   (a fresh uuid without the header; the caller in the key keeps two people's keys apart);
+3. :func:`dispatch.tickets.apply` on the ticket as the desk has it now: a rejection is a 409 with
+   its reason, a key already applied a 200 ``duplicate``; nothing is sent in either case;
+4. the command goes to its step topic; the answer waits (polling the desk every 50 ms, 5 s at
+   most) until the ticket has the key: 200 with the new ticket. Otherwise 202 ``pending``: the
+   command is on its topic and will be applied, or rejected if another command got there first
+   (its step's ``.ack`` topic says which); repeating the request with the same key tells.
+
+Away mode and roster changes go the same way to ``households.away`` and ``households.roster``.
+
+Privacy: logs name the operation and its result, never a token, a note, a staff or household id
+(these are vulnerable people's lives); the worker's access log is off.
+
+One worker only, as built: Faust tables are local to the worker that owns the partition. With
+several workers, the single-household endpoints need the request routed to the partition's owner
+(faust's ``app.table_route`` on the household id) and the ticket list a scatter-gather over all
+workers; neither is built here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.web import View
+from pydantic import BaseModel, ValidationError
+
+from dispatch.desk import HouseholdDesk
+from dispatch.tickets import Event, Ticket, apply
+from elderwatch.settings import Settings
+from schemas.openapi import (ROUTES, TICKET_ACTIONS, ActionResult, AwayRequest, ErrorBody, HouseholdView, Pending,
+                             Route, RosterEntry, TicketDetail, TicketList, TicketSummary, openapi_document)
+from schemas.tickets import AwayMode, TicketCommand
+
+log = logging.getLogger(__name__)
+
+STAFF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+CLIENT_KEY = re.compile(r"^[\x21-\x7e]{1,100}$")  # printable ASCII, no spaces
+
+RecentUsage = Callable[[str], "dict | None | Awaitable[dict | None]"]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class StaffAuth:
+    """Who is calling: a bearer token from the tokens file, or (no file: development) ``X-Staff-Id``."""
+
+    def __init__(self, tokens: dict[str, str] | None) -> None:
+        # Kept as digests: the tokens themselves are not held (nor logged) past loading.
+        self._by_digest = None if tokens is None else {_digest(t): staff for t, staff in tokens.items()}
+
+    @classmethod
+    def from_file(cls, path: Path | None) -> "StaffAuth":
+        if path is None:
+            log.warning("staff API: no staff tokens file, trusting the X-Staff-Id header (development only)")
+            return cls(None)
+        tokens = json.loads(Path(path).read_text())
+        if not isinstance(tokens, dict) or not all(isinstance(t, str) and t and isinstance(s, str) and STAFF_ID.match(s)
+                                                   for t, s in tokens.items()):
+            raise ValueError(f"{path}: expected a JSON object {{token: staff id}} with non-empty tokens and valid ids")
+        return cls(tokens)
+
+    @property
+    def trusts_header(self) -> bool:
+        return self._by_digest is None
+
+    def caller(self, headers) -> str | None:
+        if self._by_digest is None:
+            staff = (headers.get("X-Staff-Id") or "").strip()
+            return staff if STAFF_ID.match(staff) else None
+        scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return self._by_digest.get(_digest(token.strip()))
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class StaffApi:
+    """The handlers, one per ``operation_id`` of :data:`ROUTES`; each returns (status, JSON body)."""
+
+    def __init__(self, desks, auth: StaffAuth, *, duty_desk: str, recent_usage: RecentUsage | None = None,
+                 wait_s: float = 5.0, poll_s: float = 0.05) -> None:
+        self.desks, self.auth, self.duty_desk, self.recent_usage = desks, auth, duty_desk, recent_usage
+        self.wait_s, self.poll_s = wait_s, poll_s
+        self.document = openapi_document()
+
+    # -- reading ----------------------------------------------------------------------------
+    async def list_tickets(self, caller: str, query, body: bytes) -> tuple[int, Any]:
+        state = query.get("state", "open")
+        if state not in ("open", "all"):
+            raise ApiError(400, "state: expected 'open' or 'all'")
+        tickets = [t for desk in self.desks.all() if caller in desk.staff()
+                   for t in (desk.open_tickets() if state == "open" else desk.tickets.values())]
+        return 200, TicketList(tickets=_newest_first(tickets))
+
+    async def get_ticket(self, caller: str, query, body: bytes, ticket_id: str) -> tuple[int, Any]:
+        desk, ticket = self._ticket(caller, ticket_id)
+        evidence = [desk.warnings[w] for w in ticket.warning_ids if w in desk.warnings]
+        return 200, TicketDetail(ticket=ticket, evidence=evidence, away=desk.away, roster=_roster(desk),
+                                 recent_usage=await self._usage(desk.household_id))
+
+    async def get_household(self, caller: str, query, body: bytes, household_id: str) -> tuple[int, Any]:
+        return 200, await self._household_view(self._household(caller, household_id))
+
+    async def get_openapi(self, caller: str | None, query, body: bytes) -> tuple[int, Any]:
+        return 200, self.document
+
+    # -- ticket actions ---------------------------------------------------------------------
+    async def ticket_action(self, action: str, caller: str, query, body: bytes, ticket_id: str, *,
+                            client_key: str | None) -> tuple[int, Any]:
+        kind, model, _ = TICKET_ACTIONS[action]
+        desk, ticket = self._ticket(caller, ticket_id)
+        request = _parse(model, body)
+        if client_key is not None and not CLIENT_KEY.match(client_key):
+            raise ApiError(400, "Idempotency-Key: 1-100 printable ASCII characters without spaces")
+        client_key = client_key or uuid.uuid4().hex  # returned with a 202: repeat with it to learn the result
+        key = f"{kind.value}:{caller}:{client_key}"
+        try:
+            event = Event(kind=kind, idempotency_key=key, actor=caller, at=self.desks.clock(),
+                          **request.model_dump(exclude_none=True))
+        except ValidationError as exc:
+            raise ApiError(400, _summary(exc)) from None
+        result = apply(ticket, event, self.desks.rules.policy)
+        if result.duplicate:
+            return 200, ActionResult(result="duplicate", ticket=ticket)
+        if result.rejected:
+            raise ApiError(409, result.rejected)
+        await self.desks.send(TicketCommand.of(ticket, event))
+        desk = await self._until(desk.household_id,
+                                 lambda d: d is not None and ticket_id in d.tickets and key in d.tickets[ticket_id].seen_keys)
+        if desk is None:
+            return 202, Pending(idempotency_key=client_key)
+        return 200, ActionResult(result="applied", ticket=desk.tickets[ticket_id])
+
+    # -- households -------------------------------------------------------------------------
+    async def set_away(self, caller: str, query, body: bytes, household_id: str) -> tuple[int, Any]:
+        self._household(caller, household_id)
+        request = _parse(AwayRequest, body)
+        now = self.desks.clock()
+        # Without 'since' it starts now, so it must end later. With 'since' it may lie in the past: staff
+        # record an absence after the fact (she was in hospital last week), which also explains replays.
+        if request.until <= (request.since or now):
+            raise ApiError(400, "until: must be after since (or, without since, in the future; to end away mode, DELETE it)")
+        away = AwayMode(household_id=household_id, since=request.since, until=request.until, set_by=caller,
+                        reason=request.reason or None, set_at=now)
+        await self.desks.send_away(household_id, away)
+        return await self._answer(household_id, lambda d: d is not None and d.away == away)
+
+    async def end_away(self, caller: str, query, body: bytes, household_id: str) -> tuple[int, Any]:
+        self._household(caller, household_id)
+        await self.desks.send_away(household_id, None)
+        return await self._answer(household_id, lambda d: d is not None and d.away is None)
+
+    async def set_roster(self, caller: str, query, body: bytes, household_id: str) -> tuple[int, Any]:
+        desk = self.desks.get(household_id)
+        current = desk.roster if desk else None
+        supervisor = current.staff.supervisor if current else None
+        # A household without roster (or without a supervisor) is in the duty desk's charge.
+        if caller != (supervisor or self.duty_desk):
+            raise ApiError(403, "only the household's supervisor may change its roster"
+                                + ("" if supervisor else " (without one: the duty desk)"))
+        entry = _parse(RosterEntry, body)
+        try:
+            household = entry.household(household_id, current)
+        except ValidationError as exc:
+            raise ApiError(400, _summary(exc)) from None
+        await self.desks.send_roster(household)
+        return await self._answer(household_id, lambda d: d is not None and d.roster == household)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _household(self, caller: str, household_id: str) -> HouseholdDesk:
+        desk = self.desks.get(household_id)
+        if desk is None:
+            raise ApiError(404, "unknown household")
+        if caller not in desk.staff():
+            raise ApiError(403, "you do not look after this household")
+        return desk
+
+    def _ticket(self, caller: str, ticket_id: str) -> tuple[HouseholdDesk, Ticket]:
+        household_id = ticket_id.split("/", 1)[0]
+        desk = self.desks.get(household_id) if household_id else None
+        ticket = desk.tickets.get(ticket_id) if desk else None
+        if ticket is None:
+            raise ApiError(404, "unknown ticket (its id URL-encoded: '/' as %2F)")
+        if caller not in desk.staff():
+            raise ApiError(403, "you do not look after this household")
+        return desk, ticket
+
+    async def _household_view(self, desk: HouseholdDesk) -> HouseholdView:
+        return HouseholdView(household_id=desk.household_id, roster=_roster(desk), away=desk.away,
+                             tickets=_newest_first(desk.tickets.values()),
+                             recent_usage=await self._usage(desk.household_id))
+
+    async def _answer(self, household_id: str, done: Callable[[HouseholdDesk | None], bool]) -> tuple[int, Any]:
+        desk = await self._until(household_id, done)
+        return (202, Pending()) if desk is None else (200, await self._household_view(desk))
+
+    async def _until(self, household_id: str, done: Callable[[HouseholdDesk | None], bool]) -> HouseholdDesk | None:
+        """The desk once ``done(desk)``, polling; None after ``wait_s``."""
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            desk = self.desks.get(household_id)
+            if done(desk):
+                return desk
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(self.poll_s)
+
+    async def _usage(self, household_id: str) -> dict | None:
+        if self.recent_usage is None:
+            return None
+        try:
+            usage = self.recent_usage(household_id)
+            return await usage if inspect.isawaitable(usage) else usage
+        except Exception as exc:  # the rest of the answer is still worth having
+            log.warning("staff API: recent usage unavailable (%s)", type(exc).__name__)
+            return None
+
+
+def _roster(desk: HouseholdDesk) -> RosterEntry | None:
+    return RosterEntry.of(desk.roster) if desk.roster else None
+
+
+def _newest_first(tickets) -> list[TicketSummary]:
+    return [TicketSummary.of(t) for t in sorted(tickets, key=lambda t: (t.opened_at, t.ticket_id), reverse=True)]
+
+
+def _parse(model: type[BaseModel], body: bytes) -> BaseModel:
+    try:
+        return model.model_validate_json(body.strip() or b"{}")
+    except ValidationError as exc:
+        raise ApiError(400, _summary(exc)) from None
+
+
+def _summary(exc: ValidationError) -> str:
+    """The first problems, by field; never the input values (they may be notes about a person)."""
+    parts = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_input=False)[:3]]
+    return "; ".join(parts) + (f" (and {exc.error_count() - 3} more)" if exc.error_count() > 3 else "")
+
+
+# -- registration --------------------------------------------------------------------------------
+
+def handlers(api: StaffApi) -> dict[str, Callable]:
+    """operation_id -> handler(caller, query, body, **path, client_key=...)."""
+    table: dict[str, Callable] = {name: getattr(api, name) for name in (
+        "list_tickets", "get_ticket", "get_household", "get_openapi", "set_away", "end_away", "set_roster")}
+    for action in TICKET_ACTIONS:
+        table[f"{action}_ticket"] = _bind_action(api, action)
+    return table
+
+
+def _bind_action(api: StaffApi, action: str) -> Callable:
+    async def handler(caller, query, body, *, client_key=None, **path):
+        return await api.ticket_action(action, caller, query, body, client_key=client_key, **path)
+    return handler
+
+
+def register_staff_api(app: faust.App, desks, settings: Settings, *,
+                       recent_usage: RecentUsage | None = None) -> StaffApi:
+    """Serve :data:`ROUTES` on ``app``'s web server; returns the handlers' object (for tests)."""
+    api = StaffApi(desks, StaffAuth.from_file(settings.staff_tokens_file), duty_desk=settings.duty_desk,
+                   recent_usage=recent_usage)
+    table = handlers(api)
+    wanted = {r.operation_id for r in ROUTES}
+    if set(table) != wanted:
+        raise RuntimeError(f"staff API handlers do not match ROUTES: missing {sorted(wanted - set(table))}, "
+                           f"extra {sorted(set(table) - wanted)}")
+    by_path: dict[str, list[Route]] = {}
+    for route in ROUTES:
+        by_path.setdefault(route.path, []).append(route)
+    for path, routes in by_path.items():
+        view = type(f"StaffApi_{routes[0].operation_id}", (View,),
+                    {r.method.lower(): _method(api, r, table[r.operation_id]) for r in routes})
+        app.page(path, name=f"staff-api:{path}")(view)
+    return api
+
+
+def _method(api: StaffApi, route: Route, handler: Callable):
+    async def method(self: View, request, **path):
+        started = time.monotonic()
+        try:
+            caller = api.auth.caller(request.headers) if route.auth else None
+            if route.auth and caller is None:
+                raise ApiError(401, "authentication required: Authorization: Bearer <token>"
+                               if not api.auth.trusts_header else "authentication required: X-Staff-Id header")
+            body = await request.read() if route.request else b""
+            extra = {"client_key": request.headers.get("Idempotency-Key") or None} if route.idempotency_key else {}
+            status, answer = await handler(caller, request.query, body, **path, **extra)
+        except ApiError as exc:
+            status, answer = exc.status, ErrorBody(error=exc.message)
+        except Exception:
+            log.exception("staff API: %s failed", route.operation_id)
+            status, answer = 500, ErrorBody(error="internal error")
+        level = logging.WARNING if status >= 500 else logging.INFO
+        result = f" {answer.result}" if isinstance(answer, ActionResult) else ""
+        log.log(level, "staff API: %s -> %s%s (%.0f ms)", route.operation_id, status, result,
+                1000 * (time.monotonic() - started))
+        payload = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
+        return self.json(payload, status=status)
+    return method
+
+
+__all__ = ["register_staff_api", "StaffApi", "StaffAuth", "ApiError", "handlers"]
