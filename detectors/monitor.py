@@ -126,6 +126,8 @@ class HouseholdMonitor:
         self.feedback = FeedbackLog()
         self._series: dict[str, _Series] = {}
         self._open: set[AnomalyKind] = set()
+        self._open_warnings: dict[AnomalyKind, str] = {}  # kind -> warning_id of its open episode
+        self._cleared: list[tuple[AnomalyKind, str]] = []  # episodes ended, not yet taken
         self._first: datetime | None = None
         self.readings = 0
         self.out_of_order = 0
@@ -143,10 +145,23 @@ class HouseholdMonitor:
             if meter not in detector.meters:
                 continue
             score = detector.score_one(x) * self.sensitivity.get(detector.kind, 1.0)
+            was_open = detector.kind in self._open
             if episode_opens(self._open, detector.kind, score, warm):
-                warnings.append(self._warning(detector, x, score))
+                warning = self._warning(detector, x, score)
+                warnings.append(warning)
+                self._open_warnings[detector.kind] = warning.warning_id
+            elif was_open and detector.kind not in self._open:
+                warning_id = self._open_warnings.pop(detector.kind, None)
+                if warning_id is not None:  # bounded: offline runs never take them
+                    self._cleared = self._cleared[-15:] + [(detector.kind, warning_id)]
             detector.learn_one(x)
         return warnings
+
+    def take_cleared(self) -> list[tuple[AnomalyKind, str]]:
+        """Episodes that ended since the last call: (kind, the warning_id that opened it). The detect
+        stage tells the ticket loop (``condition_cleared``); offline runs may ignore them."""
+        cleared, self._cleared = self._cleared, []
+        return cleared
 
     def observe(self, meter: Meter | str, ts: datetime, value: float) -> tuple[dict, bool] | None:
         """The observation ``x`` detectors read, and whether the warm-up is over; ``None`` for a
@@ -218,6 +233,8 @@ class HouseholdMonitor:
     def __setstate__(self, state) -> None:
         self.__dict__.update(state)
         self._tz = ZoneInfo(self.timezone)
+        self.__dict__.setdefault("_open_warnings", {})  # states saved before episodes were reported cleared
+        self.__dict__.setdefault("_cleared", [])
         if "feedback" not in state:  # pickled before feedback existed
             self.feedback = FeedbackLog()
 

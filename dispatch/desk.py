@@ -48,6 +48,8 @@ from schemas.anomaly import AnomalyWarning
 from schemas.households import Household
 from schemas.tickets import SUPPRESSED_WHEN_AWAY, AckResult, AwayMode, Step, TicketAck, TicketCommand
 
+#: Suppressed warning ids remembered per household (to recognise a redelivery).
+KEEP_SUPPRESSED = 20
 #: Finished tickets stay on the desk (and in the staff API) this long; their full history stays on the topics.
 KEEP_FINISHED = timedelta(days=30)
 
@@ -64,6 +66,8 @@ class HouseholdDesk(BaseModel):
     warnings: dict[str, AnomalyWarning] = Field(default_factory=dict,
                                                 description="The warnings of the tickets on the desk: their evidence.")
     suppressed: int = Field(default=0, description="Warnings suppressed by away mode, ever.")
+    suppressed_ids: tuple[str, ...] = Field(default=(), description="The last few suppressed warning ids: a "
+                                            "redelivered one is a duplicate, not counted again.")
 
     def open_tickets(self) -> list[Ticket]:
         return [t for t in self.tickets.values() if t.state not in TERMINAL]
@@ -92,7 +96,7 @@ class RosterRules:
     policy: Policy = POLICY
     data_quality_desk: str = "data-quality-desk"
 
-    def chain(self, roster: Household | None, kind: str = "") -> tuple[str, ...]:
+    def chain(self, roster: Household | None, kind: str) -> tuple[str, ...]:
         if kind not in WELFARE_KINDS:
             return (self.data_quality_desk,)  # a silent meter is the utility's job, not a visit
         if roster is None:
@@ -118,6 +122,9 @@ def handle(desk: HouseholdDesk, command: TicketCommand, now: datetime, rules: Ro
     if command.event.kind is EventKind.WARNING:
         return _warning(desk, command, now, rules)
     ticket = desk.tickets.get(command.ticket_id)
+    if ticket is None and command.event.kind is EventKind.CONDITION_CLEARED:
+        # detect names the episode by its warning, which may have attached to another ticket
+        ticket = next((t for t in desk.tickets.values() if command.ticket_id in t.warning_ids), None)
     if ticket is None:
         return DeskResult(desk, [_ack(command, AckResult.REJECTED, now, reason="unknown ticket")], [])
     result = apply(ticket, command.event, rules.policy)
@@ -158,11 +165,17 @@ def _warning(desk: HouseholdDesk, command: TicketCommand, now: datetime, rules: 
         return DeskResult(desk, [_ack(command, AckResult.DUPLICATE, now, ticket=seen)], [])
     if desk.away is not None and desk.away.active(warning.detected_at) and kind in SUPPRESSED_WHEN_AWAY:
         reason = f"household away until {desk.away.until.isoformat()} (set by {desk.away.set_by})"
-        new = desk.model_copy(update={"suppressed": desk.suppressed + 1})
+        if warning.warning_id in desk.suppressed_ids:
+            return DeskResult(desk, [_ack(command, AckResult.DUPLICATE, now, reason=f"already suppressed: {reason}")], [])
+        new = desk.model_copy(update={"suppressed": desk.suppressed + 1,
+                                      "suppressed_ids": (desk.suppressed_ids + (warning.warning_id,))[-KEEP_SUPPRESSED:]})
         return DeskResult(new, [_ack(command, AckResult.SUPPRESSED, now, reason=reason)], [])
     open_id = desk.open_by_kind.get(kind)
     if open_id is not None:
         result = apply(desk.tickets[open_id], command.event, rules.policy)
+        if result.rejected:  # cannot happen while every open state accepts warnings; recorded if it does
+            return DeskResult(desk, [_ack(command, AckResult.REJECTED, now, ticket=result.ticket,
+                                          reason=result.rejected)], [])
         new = _store(desk, result.ticket, now, warning)
         return DeskResult(new, [_ack(command, AckResult.APPLIED, now, ticket=result.ticket,
                                      reason=f"attached to open ticket {open_id}")], [])

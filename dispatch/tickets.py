@@ -133,6 +133,7 @@ class Ticket(BaseModel):
     snoozed_until: AwareDatetime | None = None
     realerts: int = 0
     condition_cleared: bool = False
+    lowered_from: str | None = Field(default=None, description="The severity before a cleared condition lowered it.")
     warning_ids: tuple[str, ...] = ()
     outcome: Outcome | None = None
     notes: tuple[str, ...] = ()
@@ -266,8 +267,13 @@ def _check(ticket: Ticket, event: Event) -> str | None:
 
 def _warning(t: Ticket, e: Event, p: Policy):
     ids = t.warning_ids if e.warning_id in t.warning_ids else t.warning_ids + (e.warning_id,)
-    # the condition is back: a cleared ticket is urgent again
-    return {"warning_ids": ids, "condition_cleared": False}, ()
+    update = {"warning_ids": ids, "condition_cleared": False}
+    if t.lowered_from is not None:
+        # the condition is back: as urgent as before, and still waiting, so its deadline is that severity's
+        update.update(severity=t.lowered_from, lowered_from=None)
+        if t.state in (State.DISPATCHED, State.ESCALATED):
+            update["deadline"] = min(t.deadline, p.ack_deadline(t.lowered_from, e.at)) if t.deadline else None
+    return update, ()
 
 
 def _dispatch(t: Ticket, e: Event, p: Policy):
@@ -336,7 +342,12 @@ def _condition_cleared(t: Ticket, e: Event, p: Policy):
                 "closed_at": e.at, "deadline": None}, ()
     # welfare: a person still confirms; the ticket stays where it is, less urgent if nobody has taken it yet
     waiting = t.state in (State.OPEN, State.DISPATCHED, State.ESCALATED)
-    return {"condition_cleared": True, "severity": "low" if waiting else t.severity}, ()
+    if not waiting or t.severity == "low":
+        return {"condition_cleared": True}, ()
+    update = {"condition_cleared": True, "severity": "low", "lowered_from": t.lowered_from or t.severity}
+    if t.state is not State.OPEN:  # the person asked now has the low-severity time to answer
+        update["deadline"] = p.ack_deadline("low", e.at)
+    return update, ()
 
 
 _TRANSITIONS = {

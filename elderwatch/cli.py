@@ -107,6 +107,86 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(seconds=args.seconds, households=args.households, days=args.days, speed=args.speed)
 
 
+def _cmd_roster(args: argparse.Namespace) -> int:
+    from elderwatch.settings import Settings
+    from streams.topics import HOUSEHOLDS_ROSTER, full_name
+
+    settings = Settings()
+    topic = full_name(HOUSEHOLDS_ROSTER, settings.topic_prefix)
+    if args.action == "load":
+        return _roster_load(args.file, settings.kafka_bootstrap_servers, topic)
+    return _roster_show(args.household, settings.kafka_bootstrap_servers, topic, args.timeout)
+
+
+def _roster_load(path: Path, bootstrap: str, topic: str) -> int:
+    from kafka.errors import KafkaError
+
+    from elderwatch.roster import read_households_file, send_households
+
+    try:
+        households, bad = read_households_file(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"elderwatch roster load: error: {exc}", file=sys.stderr)
+        return 2
+    for row in bad:
+        print(f"{path} {row} (skipped)", file=sys.stderr)
+    try:
+        sent = send_households(households, bootstrap=bootstrap, topic=topic) if households else 0
+    except KafkaError as exc:
+        print(f"elderwatch roster load: error sending to {topic}: {exc!r}", file=sys.stderr)
+        return 2
+    print(f"{sent} households sent to {topic}" + (f"; {len(bad)} bad rows skipped" if bad else ""))
+    return 1 if bad else 0
+
+
+def _roster_show(household_id: str, bootstrap: str, topic: str, timeout: float) -> int:
+    from dispatch.audit import read_to_end
+    from elderwatch.roster import roster_entries
+
+    try:
+        records = read_to_end(bootstrap, [topic], timeout_s=timeout)
+    except TimeoutError as exc:
+        print(f"elderwatch roster show: error: {exc}", file=sys.stderr)
+        return 2
+    entry = None
+    for key, household in roster_entries(records):
+        if key == household_id:
+            entry = household  # latest wins; a tombstone removes
+    if entry is None:
+        print(f"{household_id} is not on the roster ({topic}): its tickets go to the duty desk", file=sys.stderr)
+        return 1
+    print(entry.model_dump_json(indent=2))
+    return 0
+
+
+def _cmd_tickets(args: argparse.Namespace) -> int:
+    from dispatch.audit import history_lines, read_acks, rebuild
+    from elderwatch.settings import Settings
+
+    settings = Settings()
+    try:
+        acks, unreadable = read_acks(settings.kafka_bootstrap_servers, settings.topic_prefix, timeout_s=args.timeout)
+    except TimeoutError as exc:
+        print(f"elderwatch tickets audit: error: {exc}", file=sys.stderr)
+        return 2
+    audit = rebuild(acks, settings.ticket_policy())
+    problems = unreadable + audit.problems
+    if args.ticket:
+        lines = history_lines(audit, args.ticket)
+        if not lines:
+            print(f"no acks for ticket {args.ticket}", file=sys.stderr)
+            return 1
+        print("\n".join(lines))
+        problems = [p for p in audit.problems if p.startswith(f"ticket {args.ticket}:")
+                    or p.startswith(f"ticket {args.ticket} ")]
+    else:
+        print(f"{len(audit.tickets)} tickets from {len(acks)} acks")
+        for state, n in audit.state_counts().items():
+            print(f"  {state:<18} {n}")
+    print(f"problems: {len(problems)}" + "".join(f"\n  {p}" for p in problems))
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elderwatch", description="elderwatch: meter readings in, welfare tickets out. Each subcommand has --help.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -180,6 +260,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("broker", help="local Apache Kafka for development: fetch | run [--port N]")
     p.add_argument("broker_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_broker)
+
+    p = sub.add_parser("roster", help="households.csv to the households.roster topic, or one household's entry")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("load", help="send every valid row of households.csv (bad rows reported, skipped: exit 1)")
+    a.add_argument("file", type=Path, help="households.csv (household_id,community,tags,timezone,primary_worker,"
+                                           "backup_worker,supervisor; .gz ok)")
+    a = actions.add_parser("show", help="a household's current roster entry (JSON)")
+    a.add_argument("household")
+    a.add_argument("--timeout", type=float, default=30.0, help="seconds to read the topic to its end")
+    p.set_defaults(func=_cmd_roster)
+
+    p = sub.add_parser("tickets", help="tickets rebuilt from the .ack topics")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("audit", help="replay every ack and check it; tickets per state and problems (exit 1 if any)")
+    a.add_argument("--ticket", metavar="ID", help="print this ticket's history instead: every ack, in time order")
+    a.add_argument("--timeout", type=float, default=30.0, help="seconds to read the ack topics to their end")
+    p.set_defaults(func=_cmd_tickets)
 
     p = sub.add_parser("demo", help="local broker + worker + simulated feed, with live counts")
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = until Ctrl-C)")

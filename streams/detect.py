@@ -16,7 +16,8 @@ Per reading, in this order:
    repeats a warning nor feeds the monitor a reading twice;
 3. ``monitor.process(meter, ts, value)``; if a detector raises, the reading is counted as failed
    and the household continues from the state before it;
-4. warnings to ``anomalies`` (key household_id, value ``AnomalyWarning`` JSON);
+4. warnings to ``anomalies`` (key household_id, value ``AnomalyWarning`` JSON), and a
+   ``condition_cleared`` command on ``tickets.warning`` for each episode that ended;
 5. the new state record reassigned in the table (which writes the changelog).
 
 A crash between 4 and 5 re-sends that reading's warnings after restart (at least once; the
@@ -177,6 +178,7 @@ class Step:
     warnings: list[AnomalyWarning]
     monitor: HouseholdMonitor
     record: bytes
+    cleared: tuple[tuple[str, str], ...] = ()  # episodes that ended: (kind, the warning_id that opened them)
 
 
 class HouseholdStates:
@@ -215,6 +217,7 @@ class HouseholdStates:
         # If this raises, the monitor (maybe half-updated) is dropped: it is out of the cache, and
         # the household's next reading loads the stored state from before this one.
         warnings = monitor.process(reading.meter, plain_datetime(reading.ts), reading.value)
+        cleared = tuple((kind.value, warning_id) for kind, warning_id in monitor.take_cleared())
         t2 = time.perf_counter()
         new_record = encode_state(offset, monitor.dumps())
         t3 = time.perf_counter()
@@ -224,7 +227,7 @@ class HouseholdStates:
             seconds.labels(phase="process").observe(t2 - t1)
             seconds.labels(phase="dump").observe(t3 - t2)
             self.metrics.state_bytes.observe(len(new_record))
-        return Step(household_id, warnings, monitor, new_record)
+        return Step(household_id, warnings, monitor, new_record, cleared)
 
     def feedback(self, command: TicketCommand) -> tuple[FeedbackEffect, Step]:
         """Give a staff member's outcome to the household's monitor (its sensitivity for the ticket's kind).
@@ -334,6 +337,13 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
             for warning in step.warnings:
                 await topics.anomalies.send(key=key, value=warning.model_dump_json().encode())
                 metrics.warnings.labels(kind=warning.kind.value).inc()
+            for kind, warning_id in step.cleared:  # the ticket loop decides what a cleared episode means
+                cleared = Event(kind=EventKind.CONDITION_CLEARED, idempotency_key=f"cleared:{warning_id}",
+                                actor="system", at=clock())
+                command = TicketCommand(step=TicketStep.WARNING, ticket_id=warning_id, household_id=reading.household_id,
+                                        ticket_kind=kind, event=cleared)
+                await topics.ticket_steps[TicketStep.WARNING].send(key=key, value=command.model_dump_json().encode())
+                metrics.cleared.inc()
             states.store(step)
             metrics.processed.inc()
 

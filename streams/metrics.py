@@ -65,6 +65,9 @@ class DetectMetrics:
         self.seconds = Histogram("elderwatch_detect_seconds", "Time per reading of each step of the detect agent.",
                                  ["phase"], buckets=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0),
                                  registry=r)
+        self.cleared = Counter("elderwatch_detect_episodes_cleared",
+                               "Episodes that ended (score back below 0.8), sent to the ticket loop as condition_cleared.",
+                               registry=r)
         self.feedback = Counter("elderwatch_detect_feedback", "Outcomes from tickets.feedback given to monitors.",
                                 ["result"], registry=r)
         self.sensitivity_changes = Counter("elderwatch_detect_sensitivity_changes",

@@ -137,12 +137,26 @@ def loop(kafka_bootstrap, tmp_path_factory):
     """The worker after the simulated feed went through: every warning acknowledged, tickets dispatched."""
     out = tmp_path_factory.mktemp("ticket-loop")
     simulate(households=HOUSEHOLDS, days=DAYS, seed=SEED, out_dir=out, warmup_days=28, anomaly_rate=3.0)
-    warnings = list(detect_file(out / "readings.csv", out / "households.csv"))
+    # Replayed at full speed, every episode also ends within seconds. One household's readings stop
+    # right after its last high-severity warning, so that episode is still open, as in real time
+    # when someone is lying on the floor: its ticket must escalate.
+    full = list(detect_file(out / "readings.csv", out / "households.csv"))
+    away_warning = next(w for w in full if w.kind.value == "inactivity")
+    still_open = max((w for w in full if w.severity.value == "high" and w.warning_id != away_warning.warning_id),
+                     key=lambda w: w.detected_at)
+    readings = out / "readings-cut.csv"
+    with open(out / "readings.csv") as source, open(readings, "w") as target:
+        target.write(source.readline())
+        for line in source:
+            household, _, ts, _ = line.split(",")
+            if household != still_open.household_id or ts <= still_open.detected_at.isoformat():
+                target.write(line)
+    warnings = list(detect_file(readings, out / "households.csv"))
     welfare = [w for w in warnings if w.kind.value != "meter_offline"]
-    assert {w.kind.value for w in welfare} >= {"inactivity", "continuous_flow", "surge"}, Counter(
+    assert {w.kind.value for w in welfare} >= {"inactivity", "night_activity", "surge"}, Counter(
         w.kind.value for w in warnings)
+    assert still_open in warnings and away_warning in warnings
     roster = {h.household_id: h for h in _households(out / "households.csv")}
-    away_warning = next(w for w in warnings if w.kind.value == "inactivity")
 
     webhook = Webhook()
     clock_file = out / "clock-offset"
@@ -164,11 +178,22 @@ def loop(kafka_bootstrap, tmp_path_factory):
              "until": (away_warning.detected_at + timedelta(hours=1)).isoformat(), "reason": "hospital stay"}))
         assert status in (200, 202), body
         sent = produce(kafka_bootstrap, worker.topic("readings.raw"),
-                       ((m.key, m.value) for m in canonical_messages(out / "readings.csv")))
+                       ((m.key, m.value) for m in canonical_messages(readings)))
         assert sent > 20_000
-        warning_acks = acks(kafka_bootstrap, worker, "warning", until_count=len(warnings), timeout=600, settle=3)
+        # Every reading through detect, then every warning and every ended episode acknowledged.
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            counts = _metrics(worker)
+            if counts["elderwatch_detect_processed_total"] >= counts["elderwatch_ingest_emitted_total"] == sent:
+                break
+            time.sleep(1)
+        ended = int(counts["elderwatch_detect_episodes_cleared_total"])
+        step_acks = acks(kafka_bootstrap, worker, "warning", until_count=len(warnings) + ended, timeout=120, settle=3)
+        warning_acks = [a for a in step_acks if a.command.event.kind.value == "warning"]
+        cleared_acks = [a for a in step_acks if a.command.event.kind.value == "condition_cleared"]
         yield {"worker": worker, "api": api, "webhook": webhook, "clock": clock_file, "roster": roster,
                "warnings": warnings, "away_warning": away_warning, "warning_acks": warning_acks,
+               "cleared_acks": cleared_acks, "still_open": still_open,
                "bootstrap": kafka_bootstrap}
     finally:
         worker.stop()
@@ -217,19 +242,49 @@ def test_every_warning_is_acknowledged_suppressed_attached_or_opened(loop):
     assert len(opened) + len(attached) + 1 == len(warning_acks)
 
 
+def test_ended_episodes_clear_their_tickets_as_decided(loop):
+    """Welfare tickets stay for a person to confirm (lowered to low if nobody has taken them);
+    a meter that reports again closes its meter_offline ticket itself."""
+    cleared = loop["cleared_acks"]
+    assert cleared, "the simulated episodes end: some must be reported cleared"
+    for a in cleared:
+        if a.result.value != "applied":  # its warning opened no ticket (the suppressed one)
+            assert a.result.value == "rejected" and a.reason == "unknown ticket"
+            continue
+        assert a.ticket.condition_cleared
+        if a.ticket.kind == "meter_offline":
+            assert (a.ticket.state.value, a.ticket.outcome.value) == ("closed", "meter_fault")
+        else:
+            assert a.ticket.state.value not in ("closed", "cancelled")
+
+
+def _current(loop) -> dict[str, TicketAck]:
+    """ticket_id -> its latest ack on the warning step (what the warning step left it as)."""
+    latest: dict[str, TicketAck] = {}
+    for a in loop["warning_acks"] + loop["cleared_acks"]:
+        if a.result.value == "applied" and a.ticket.version >= latest.get(a.ticket_id, a).ticket.version:
+            latest[a.ticket_id] = a
+    return latest
+
+
 def test_tickets_are_dispatched_then_escalated_by_timeout(loop):
     bootstrap, worker, roster, opened = loop["bootstrap"], loop["worker"], loop["roster"], _opened(loop)
     dispatched = acks(bootstrap, worker, "dispatch", until_count=len(opened), timeout=60)
-    # a timer tick may re-send a dispatch the ticket stage already applied: acknowledged as a duplicate
-    assert all(a.result.value in ("applied", "duplicate") for a in dispatched)
+    # a timer tick may re-send a dispatch the ticket stage already applied: acknowledged as a duplicate;
+    # a meter_offline ticket may have closed itself before its dispatch came round: rejected, recorded
+    for a in dispatched:
+        assert a.result.value in ("applied", "duplicate") or (
+            a.ticket.kind == "meter_offline" and a.reason == "dispatch: not allowed from closed (allowed: none: the ticket is finished)")
     dispatched = [a for a in dispatched if a.result.value == "applied"]
-    assert sorted(a.ticket_id for a in dispatched if a.command.event.kind.value == "dispatch") == sorted(opened)
+    welfare = {t for t, a in opened.items() if a.ticket.kind != "meter_offline"}
+    assert welfare <= {a.ticket_id for a in dispatched if a.command.event.kind.value == "dispatch"} <= set(opened)
     for a in dispatched:
         assert a.result.value == "applied" and a.ticket.state.value == "dispatched"
         first = "data-quality-desk" if a.ticket.kind == "meter_offline" else roster[a.household_id].staff.primary_worker
         assert a.notify == (first,)
-    high = {t for t, a in opened.items() if a.ticket.severity == "high"}
-    assert high and high != set(opened), "need high and lower severities to see escalation by severity"
+    # high severity now (an ended episode lowered its ticket to low unless someone had taken it)
+    high = {t for t, a in _current(loop).items() if a.ticket.severity == "high"}
+    assert loop["still_open"].warning_id in high and high != set(opened)
 
     loop["clock"].write_text(str(16 * 60))  # 16 minutes later: past the 15-minute high-severity deadline
     escalations = [a for a in acks(bootstrap, worker, "dispatch", timeout=60, predicate=lambda acks: {
@@ -243,11 +298,12 @@ def test_tickets_are_dispatched_then_escalated_by_timeout(loop):
 
     # The webhook heard of each dispatch and each escalation, once per notification id.
     deadline = time.monotonic() + 60
-    expected = len(opened) + len(high)
+    n_dispatched = sum(a.command.event.kind.value == "dispatch" for a in dispatched)
+    expected = n_dispatched + len(high)
     while len({k for k, _ in loop["webhook"].received}) < expected and time.monotonic() < deadline:
         time.sleep(0.5)
     reasons = Counter(body["reason"] for _, body in {k: b for k, b in loop["webhook"].received}.items())
-    assert reasons == {"dispatched": len(opened), "escalated": len(high)}
+    assert reasons == {"dispatched": n_dispatched, "escalated": len(high)}
     for key, body in loop["webhook"].received:
         assert key == body["notification_id"] and body["household_id"] in roster
 
@@ -255,8 +311,8 @@ def test_tickets_are_dispatched_then_escalated_by_timeout(loop):
 def test_staff_close_the_loop_and_feedback_changes_detection(loop):
     bootstrap, worker, api, roster = loop["bootstrap"], loop["worker"], loop["api"], loop["roster"]
     opened = _opened(loop)
-    high = sorted(t for t, a in opened.items() if a.ticket.severity == "high")
-    first = opened[high[0]]
+    high = sorted(t for t, a in _current(loop).items() if a.ticket.severity == "high")
+    first = opened[loop["still_open"].warning_id]
     household, kind = first.household_id, first.command.ticket_kind
     staff = roster[household].staff
 

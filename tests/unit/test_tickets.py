@@ -238,6 +238,22 @@ def test_new_warnings_attach_once_and_make_a_cleared_ticket_urgent_again():
     assert t.warning_ids.count(wid) == 1 and len(t.warning_ids) == 2 and not t.condition_cleared
 
 
+def test_a_cleared_condition_gives_the_low_deadline_and_its_return_the_old_urgency():
+    # timeline: dispatched at t=0 (high: answer within 15 min), cleared at t=5, back at t=40
+    t = run(ticket("inactivity", "high"), EventKind.DISPATCH)
+    cleared = apply(t, event(EventKind.CONDITION_CLEARED, 5)).ticket
+    assert (cleared.severity, cleared.lowered_from) == ("low", "high")
+    assert cleared.deadline == T0 + timedelta(minutes=5, hours=8)  # no escalation at 15 min for a cleared one
+    assert due(cleared, T0 + timedelta(minutes=16)) is None
+    back = apply(cleared, event(EventKind.WARNING, 40, actor="system",
+                                warning_id="hh-000001/inactivity/2026-03-01T11:00:00+00:00")).ticket
+    assert (back.severity, back.lowered_from) == ("high", None) and not back.condition_cleared
+    assert back.deadline == T0 + timedelta(minutes=40 + 15)  # high again: 15 minutes from now
+    # cleared twice: still remembers the first severity
+    twice = apply(apply(t, event(EventKind.CONDITION_CLEARED, 5)).ticket, event(EventKind.CONDITION_CLEARED, 6)).ticket
+    assert twice.lowered_from == "high"
+
+
 def test_a_ticket_needs_someone_to_ask():
     with pytest.raises(ValueError, match="at least one person"):
         open_ticket("w", household_id="hh-1", kind="inactivity", severity="high", chain=(), at=T0)
