@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from dispatch.tickets import POLICY, EventKind, Policy, State, Ticket, apply
+from dispatch.tickets import POLICY, EventKind, Outcome, Policy, State, Ticket, apply
 from schemas.tickets import AckResult, TicketAck
 
 
@@ -66,6 +66,44 @@ class Audit:
         """How many tickets are in each state (only the states that occur), in the state machine's order."""
         counts = Counter(t.state.value for t in self.tickets.values())
         return {state.value: counts[state.value] for state in State if counts[state.value]}
+
+
+#: Outcomes that mean the alert was needed: the seed system's "valid alerts".
+VALID_OUTCOMES = frozenset({Outcome.CONFIRMED_EMERGENCY, Outcome.NEEDED_HELP})
+
+
+def loop_report(audit: Audit) -> dict:
+    """How the loop performed, from the record alone: tickets by kind, escalations, re-alerts,
+    outcomes, the valid-alert rate (needed / all welfare outcomes), and the median and 90th
+    percentile minutes from a ticket's warning to acknowledgement, handling and close.
+
+    >>> loop_report(Audit())["valid_alert_rate"] is None
+    True
+    """
+    tickets = list(audit.tickets.values())
+    kinds = Counter(t.kind for t in tickets)
+    outcomes = Counter(t.outcome.value for t in tickets if t.outcome is not None)
+    welfare = [t.outcome for t in tickets if t.outcome is not None and t.outcome is not Outcome.METER_FAULT]
+    events = Counter(a.command.event.kind for history in audit.histories.values() for a in history)
+
+    def minutes(attribute: str) -> dict[str, float | None]:
+        values = sorted((getattr(t, attribute) - t.opened_at).total_seconds() / 60 for t in tickets
+                        if getattr(t, attribute) is not None and (attribute != "closed_at" or t.state is State.CLOSED))
+        if not values:
+            return {"n": 0, "median": None, "p90": None}
+        return {"n": len(values), "median": round(values[len(values) // 2], 1),
+                "p90": round(values[min(len(values) - 1, int(0.9 * len(values)))], 1)}
+
+    return {
+        "tickets": len(tickets), "by_kind": dict(sorted(kinds.items())),
+        "escalations": events[EventKind.ACK_TIMEOUT] + events[EventKind.ESCALATE],
+        "realerts": events[EventKind.HANDLE_TIMEOUT] + events[EventKind.WAKE] + events[EventKind.FEEDBACK_TIMEOUT],
+        "outcomes": dict(sorted(outcomes.items())),
+        "valid_alert_rate": round(sum(o in VALID_OUTCOMES for o in welfare) / len(welfare), 3) if welfare else None,
+        "minutes_to_acknowledge": minutes("acknowledged_at"),
+        "minutes_to_handle": minutes("handled_at"),
+        "minutes_to_close": minutes("closed_at"),
+    }
 
 
 def rebuild(acks: Iterable[TicketAck], policy: Policy = POLICY) -> Audit:

@@ -160,7 +160,9 @@ def _roster_show(household_id: str, bootstrap: str, topic: str, timeout: float) 
 
 
 def _cmd_tickets(args: argparse.Namespace) -> int:
-    from dispatch.audit import history_lines, read_acks, rebuild
+    import json
+
+    from dispatch.audit import history_lines, loop_report, read_acks, rebuild
     from elderwatch.settings import Settings
 
     settings = Settings()
@@ -183,6 +185,7 @@ def _cmd_tickets(args: argparse.Namespace) -> int:
         print(f"{len(audit.tickets)} tickets from {len(acks)} acks")
         for state, n in audit.state_counts().items():
             print(f"  {state:<18} {n}")
+        print("loop: " + json.dumps(loop_report(audit), indent=2))
     print(f"problems: {len(problems)}" + "".join(f"\n  {p}" for p in problems))
     return 1 if problems else 0
 

@@ -10,7 +10,7 @@ from functools import cache
 
 import pytest
 
-from dispatch.audit import history_lines, parse_ack, rebuild
+from dispatch.audit import history_lines, loop_report, parse_ack, rebuild
 from dispatch.desk import HouseholdDesk, RosterRules, due_commands, handle, with_away, with_roster
 from dispatch.tickets import POLICY, Event, EventKind, Outcome, Policy, State
 from schemas.anomaly import AnomalyKind, AnomalyWarning, Severity
@@ -280,3 +280,15 @@ def test_a_suppressed_warning_has_a_history_but_no_ticket():
 def test_history_of_an_unknown_ticket_is_empty():
     _, acks = full_loop()
     assert history_lines(rebuild(acks), "hh-000007/surge/never") == []
+
+
+def test_the_loop_report_measures_the_loop_from_the_record():
+    _, acks = full_loop()
+    report = loop_report(rebuild(shuffled(acks, 3)))
+    assert report["tickets"] == 2 and report["by_kind"] == {"continuous_flow": 1, "inactivity": 1}
+    assert report["escalations"] == 1                      # w-1 did not answer in 15 minutes
+    assert report["outcomes"] == {"needed_help": 1} and report["valid_alert_rate"] == 1.0
+    # opened at t=0: acknowledged at 17, handled at 60, closed at 71 (the cancelled one is not "closed")
+    assert report["minutes_to_acknowledge"] == {"n": 1, "median": 17.0, "p90": 17.0}
+    assert report["minutes_to_handle"]["median"] == 60.0
+    assert report["minutes_to_close"] == {"n": 1, "median": 71.0, "p90": 71.0}
