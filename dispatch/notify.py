@@ -59,6 +59,10 @@ REASONS: dict[EventKind, Reason] = {
 DELIVERED, RETRYABLE, REJECTED = "delivered", "retryable", "rejected"
 
 
+class DeliveryInterrupted(Exception):
+    """The worker is stopping or rebalancing while a notification is being retried: keep it for later."""
+
+
 # -- stage 1: should we notify? (pure) ---------------------------------------------------------
 
 def notify_reason(ack: TicketAck) -> Reason | None:
@@ -162,6 +166,9 @@ class NotifyMetrics:
         self.rejected = Counter("elderwatch_notify_rejected",
                                 "Notifications the webhook refused for good (4xx but 408/429, 3xx): not retried, lost.",
                                 registry=r)
+        self.parked = Counter("elderwatch_notify_parked",
+                              "Notifications put on notifications.pending because the worker stopped or "
+                              "rebalanced while they were being retried (delivered later).", registry=r)
         self.skipped = Counter("elderwatch_notify_skipped", "Notifications not sent: no webhook configured.",
                                registry=r)
         self.unreadable = Counter("elderwatch_notify_unreadable",
@@ -195,8 +202,10 @@ class WebhookSender:
         self._pending_since: float | None = None
         self.metrics.oldest_pending_seconds.set_function(self._pending_seconds)
 
-    async def deliver(self, notification: Notification) -> str:
-        """``"delivered"`` or ``"rejected"``; retryable failures are retried, however long that takes."""
+    async def deliver(self, notification: Notification, *, interrupted: Callable[[], bool] | None = None) -> str:
+        """``"delivered"`` or ``"rejected"``; retryable failures are retried, however long that takes,
+        unless ``interrupted()`` becomes true (the worker stops or rebalances): then
+        :class:`DeliveryInterrupted` is raised and the caller keeps the notification for later."""
         m = self.metrics
         self._pending_since = self.clock()
         failures = 0
@@ -217,10 +226,25 @@ class WebhookSender:
                 delay = backoff_delay(failures, self.max_backoff_s, attempt.retry_after)
                 m.retrying.set(1)
                 log.warning("webhook attempt %d failed (%s): retrying in %.0f s", failures, attempt.detail, delay)
-                await self.sleep(delay)
+                await self._wait(delay, interrupted)
         finally:
             self._pending_since = None
             m.retrying.set(0)
+
+    async def _wait(self, delay: float, interrupted: Callable[[], bool] | None) -> None:
+        if interrupted is None:
+            await self.sleep(delay)
+            return
+        # in short slices, so that a stopping worker is not held up for a whole backoff
+        waited = 0.0
+        while waited < delay:
+            if interrupted():
+                raise DeliveryInterrupted
+            step = min(0.25, delay - waited)
+            await self.sleep(step)
+            waited += step
+        if interrupted():
+            raise DeliveryInterrupted
 
     async def attempt(self, notification: Notification) -> Attempt:
         """One POST, classified; never raises for a network failure."""

@@ -15,6 +15,13 @@ Per message, in this order:
 A receiver that is down holds up every later notification behind the one being retried
 (``elderwatch_notify_retrying``, ``elderwatch_notify_oldest_pending_seconds`` show it) and the ack
 topics' offsets stop moving; they are delayed, never dropped.
+
+But Faust waits for the message in hand before it stops or rebalances, so an endless retry would
+hold the whole worker (seen: a SIGTERM ignored for 30 s, then a killed worker and a 60 s session
+timeout before its successor got the partitions). When the worker stops or rebalances, the retry
+ends and the undelivered notifications are parked on ``notifications.pending`` (sent, with
+``acks=all``, before the message is acknowledged); the same agent reads that topic and delivers
+them like the rest, on whichever worker owns them next.
 """
 
 from __future__ import annotations
@@ -25,9 +32,9 @@ from collections.abc import Iterable
 import faust
 from pydantic import ValidationError
 
-from dispatch.notify import NotifyMetrics, WebhookSender, notifications_for
+from dispatch.notify import DeliveryInterrupted, NotifyMetrics, WebhookSender, notifications_for
 from elderwatch.settings import Settings
-from schemas.tickets import TicketAck
+from schemas.tickets import Notification, TicketAck
 
 #: Where a staff member opens the ticket: the staff API's ticket detail.
 TICKET_PATH = "/api/v1/tickets/{ticket_id}"
@@ -49,8 +56,19 @@ def parse_ack(value: bytes | None) -> TicketAck | ValidationError | None:
         return exc
 
 
+def parse_notification(value: bytes | None) -> Notification | ValidationError | None:
+    """A parked notification (on ``notifications.pending``), the validation error, or None if empty."""
+    if not value:
+        return None
+    try:
+        return Notification.model_validate_json(value)
+    except ValidationError as exc:
+        return exc
+
+
 def register_notifier(app: faust.App, ack_topics: faust.TopicT | Iterable[faust.TopicT], settings: Settings,
-                      metrics: NotifyMetrics, *, sender: WebhookSender | None = None) -> None:
+                      metrics: NotifyMetrics, *, sender: WebhookSender | None = None,
+                      pending: faust.TopicT | None = None) -> None:
     """Add the ``notify`` agent over the ``.ack`` topics (raw bytes): one topic over several names, or several
     topics (e.g. ``topics.ticket_acks.values()``), merged into one channel.
 
@@ -60,28 +78,51 @@ def register_notifier(app: faust.App, ack_topics: faust.TopicT | Iterable[faust.
     if sender is None and settings.webhook_url is not None:
         sender = WebhookSender(settings.webhook_url, timeout_s=settings.webhook_timeout_s,
                                max_backoff_s=settings.webhook_max_backoff_s, metrics=metrics)
-    channel = ack_topics if isinstance(ack_topics, faust.TopicT) else app.topic(
-        *(name for topic in ack_topics for name in topic.topics), key_type=bytes, value_type=bytes,
-        key_serializer="raw", value_serializer="raw")
+    names = [name for topic in ([ack_topics] if isinstance(ack_topics, faust.TopicT) else ack_topics)
+             for name in topic.topics]
+    pending_name = pending.get_topic_name() if pending is not None else None
+    channel = app.topic(*names, *([pending_name] if pending_name else []), key_type=bytes, value_type=bytes,
+                        key_serializer="raw", value_serializer="raw")
+
+    def interrupted() -> bool:
+        # Faust waits for the message in hand before it stops or rebalances: a receiver that is down
+        # must not hold the whole worker, so the retrying stops and the notification is parked.
+        return bool(app.should_stop or app.rebalancing)
+
+    async def deliver_all(notifications: list[Notification], key: bytes | None) -> None:
+        for i, notification in enumerate(notifications):
+            if sender is None:
+                metrics.skipped.inc()
+                continue
+            try:
+                await sender.deliver(notification, interrupted=interrupted if pending is not None else None)
+            except DeliveryInterrupted:
+                for parked in notifications[i:]:  # durable before this message is acknowledged
+                    await pending.send(key=key, value=parked.model_dump_json().encode())
+                    metrics.parked.inc()
+                return
 
     @app.agent(channel, name="notify", concurrency=1)
     async def notify(stream):
         try:
             async for event in stream.events():
+                message = event.message
                 value = event.value if isinstance(event.value, (bytes, type(None))) else bytes(event.value)
-                ack = parse_ack(value)
-                if not isinstance(ack, TicketAck):
+                key = event.key if isinstance(event.key, (bytes, type(None))) else bytes(event.key)
+                if message.topic == pending_name:
+                    parsed = parse_notification(value)
+                    notifications = [parsed] if isinstance(parsed, Notification) else None
+                else:
+                    parsed = parse_ack(value)
+                    notifications = (notifications_for(parsed, ticket_path=TICKET_PATH)
+                                     if isinstance(parsed, TicketAck) else None)
+                if notifications is None:
                     metrics.unreadable.inc()
-                    message = event.message
                     # Coordinates and the error type only: the value may hold a household's details.
                     log.warning("unreadable message on %s:%s@%s skipped: %s", message.topic, message.partition,
-                                message.offset, "empty" if ack is None else ack.errors()[0]["type"])
+                                message.offset, "empty" if parsed is None else parsed.errors()[0]["type"])
                     continue
-                for notification in notifications_for(ack, ticket_path=TICKET_PATH):
-                    if sender is None:
-                        metrics.skipped.inc()
-                    else:
-                        await sender.deliver(notification)
+                await deliver_all(notifications, key)
         finally:  # the agent stops with the app: its last attempt is over, the session can go
             if sender is not None:
                 await sender.close()

@@ -70,8 +70,13 @@ HOUSEHOLDS_AWAY = TopicSpec(
     keyed_by_household=True, compacted=True,
     description="Away mode per household: inactivity and decline warnings open no ticket meanwhile.")
 
+NOTIFICATIONS_PENDING = TopicSpec(
+    "notifications.pending", key="household_id", value="JSON Notification",
+    keyed_by_household=True,
+    description="Notifications still being retried when their worker stopped or rebalanced; the notify agent delivers them.")
+
 ALL_TOPICS = (READINGS_RAW, READINGS_BY_HOUSEHOLD, READINGS_VALIDATED, READINGS_DEADLETTER, ANOMALIES,
-              *TICKET_STEPS, *TICKET_ACKS, HOUSEHOLDS_ROSTER, HOUSEHOLDS_AWAY)
+              *TICKET_STEPS, *TICKET_ACKS, HOUSEHOLDS_ROSTER, HOUSEHOLDS_AWAY, NOTIFICATIONS_PENDING)
 
 
 def full_name(spec: TopicSpec, prefix: str = "") -> str:

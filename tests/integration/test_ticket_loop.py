@@ -51,7 +51,7 @@ STEPS = ("warning", "dispatch", "handle", "feedback")
 class Webhook:
     """A receiver on 127.0.0.1 that records every POST (body and Idempotency-Key)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         self.received: list[tuple[str, dict]] = []
         received = self.received
 
@@ -65,7 +65,7 @@ class Webhook:
             def log_message(self, *args):
                 pass
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

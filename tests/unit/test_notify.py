@@ -16,7 +16,7 @@ import faust
 import pytest
 from aiohttp import web
 
-from dispatch.notify import NotifyMetrics, WebhookSender, notifications_for
+from dispatch.notify import DeliveryInterrupted, NotifyMetrics, WebhookSender, notifications_for
 from dispatch.tickets import Event, EventKind, State, Ticket
 from elderwatch.localkafka import free_port
 from elderwatch.settings import Settings
@@ -381,3 +381,20 @@ def test_without_a_webhook_notifications_are_counted_as_skipped():
     asyncio.run(body())
     assert sample(metrics, "elderwatch_notify_skipped_total") == 2
     assert sample(metrics, "elderwatch_notify_attempts_total", result="delivered") == 0
+
+
+def test_a_stopping_worker_interrupts_the_retry_instead_of_waiting_for_the_receiver():
+    # the receiver is down; after three failed attempts the worker starts to stop
+    fake, metrics = FakeTime(), NotifyMetrics()
+    sender = WebhookSender(f"http://127.0.0.1:{free_port()}/hook", metrics=metrics, sleep=fake.sleep, clock=fake.clock)
+    stopping = lambda: metrics.attempts.labels(result="retryable")._value.get() >= 3  # noqa: E731
+
+    async def body():
+        with pytest.raises(DeliveryInterrupted):
+            await sender.deliver(NOTIFICATIONS[0], interrupted=stopping)
+        await sender.close()
+
+    asyncio.run(body())
+    assert metrics.attempts.labels(result="retryable")._value.get() == 3  # no fourth attempt
+    assert max(fake.sleeps) <= 0.25  # the backoff is slept in slices that can be interrupted
+    assert metrics.retrying._value.get() == 0
