@@ -123,7 +123,7 @@ class StaffApi:
         state = query.get("state", "open")
         if state not in ("open", "all"):
             raise ApiError(400, "state: expected 'open' or 'all'")
-        tickets = [t for desk in self.desks.all() if caller in desk.staff()
+        tickets = [t for desk in self.desks.of_staff(caller)
                    for t in (desk.open_tickets() if state == "open" else desk.tickets.values())]
         return 200, TicketList(tickets=_newest_first(tickets))
 

@@ -60,6 +60,8 @@ class TicketDesks:
         self.deadlines: dict[str, datetime] = {}  # household -> its earliest open deadline
         self.index_stale = True
         self.recently_sent: dict[str, datetime] = {}  # due command -> when the timer last sent it
+        self.staff_households: dict[str, set[str]] = {}  # staff id -> households they may see (for the API)
+        self._staff_of: dict[str, frozenset[str]] = {}
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, household_id: str) -> HouseholdDesk | None:
@@ -71,12 +73,25 @@ class TicketDesks:
             if raw:
                 yield HouseholdDesk.model_validate_json(raw)
 
+    def of_staff(self, staff_id: str) -> list[HouseholdDesk]:
+        """The desks of the households this person may see, without reading every desk."""
+        if self.index_stale:
+            self.rebuild_index()
+        desks = (self.get(household_id) for household_id in sorted(self.staff_households.get(staff_id, ())))
+        return [desk for desk in desks if desk is not None and staff_id in desk.staff()]
+
     # -- writing (only from the tickets agent: one writer per household) ---------------------
     def store(self, desk: HouseholdDesk) -> None:
         self.table[desk.household_id.encode()] = desk.model_dump_json().encode()
         self._index(desk)
 
     def _index(self, desk: HouseholdDesk) -> None:
+        household_id, staff = desk.household_id, desk.staff()
+        for person in self._staff_of.get(household_id, frozenset()) - staff:
+            self.staff_households.get(person, set()).discard(household_id)
+        for person in staff:
+            self.staff_households.setdefault(person, set()).add(household_id)
+        self._staff_of[household_id] = staff
         deadline = desk.next_deadline()
         if deadline is None:
             self.deadlines.pop(desk.household_id, None)
@@ -85,6 +100,8 @@ class TicketDesks:
 
     def rebuild_index(self) -> None:
         self.deadlines.clear()
+        self.staff_households.clear()
+        self._staff_of.clear()
         for desk in self.all():
             self._index(desk)
         self.index_stale = False

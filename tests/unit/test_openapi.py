@@ -154,6 +154,9 @@ class MemoryDesks:
     def all(self):
         return iter(list(self.desks.values()))
 
+    def of_staff(self, staff_id):
+        return [desk for desk in self.desks.values() if staff_id in desk.staff()]
+
     async def send(self, command):
         from dispatch.desk import HouseholdDesk, handle
 
