@@ -19,6 +19,9 @@ What the monitor adds to the detectors:
   learns follows its own threshold, so feedback that quiets a household's alarms never teaches a
   detector that an emergency is normal.
 
+It also keeps the household's recent use (:class:`detectors.usage.RecentUsage`: hourly totals of the
+last 48 local hours per meter, the usual day) for the staff API's ticket detail (:meth:`recent_usage`).
+
 >>> from datetime import datetime, timedelta, timezone
 >>> m = HouseholdMonitor("hh-000001", "Europe/London")
 >>> t0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
@@ -51,6 +54,7 @@ from detectors.inactivity import InactivityDetector
 from detectors.meter_offline import MeterOfflineDetector
 from detectors.night_activity import NightActivityDetector
 from detectors.surge import SurgeDetector
+from detectors.usage import RecentUsage
 from schemas.anomaly import WELFARE_KINDS, AnomalyKind, AnomalyWarning
 from schemas.readings import Meter
 
@@ -124,6 +128,7 @@ class HouseholdMonitor:
                           if d.kind in self.config.kinds]
         self.sensitivity: dict[AnomalyKind, float] = {}
         self.feedback = FeedbackLog()
+        self.usage = RecentUsage(timezone)  # what staff see of the last 48 hours; no detector reads it
         self._series: dict[str, _Series] = {}
         self._open: set[AnomalyKind] = set()
         self._open_warnings: dict[AnomalyKind, str] = {}  # kind -> warning_id of its open episode
@@ -174,6 +179,7 @@ class HouseholdMonitor:
             self.out_of_order += 1
             return None
         x = self._observe(meter, series, ts, value)
+        self.usage.update(meter, ts, x["value"], x["minutes"])
         self.readings += 1
         if self._first is None:
             self._first = ts
@@ -199,6 +205,10 @@ class HouseholdMonitor:
             household_id=self.household_id, kind=detector.kind, meter=Meter(meter) if meter else None,
             episode_start=finding.episode_start, detected_at=x["ts"], score=score, severity=finding.severity,
             summary=finding.summary, evidence={k: v for k, v in finding.evidence.items() if k != "meter"})
+
+    def recent_usage(self, now: datetime | None = None) -> dict:
+        """The household's recent use per meter, JSON-ready (:meth:`detectors.usage.RecentUsage.summary`)."""
+        return self.usage.summary(now)
 
     # -- feedback (issue 4) ------------------------------------------------------------------
     def adjust_sensitivity(self, kind: AnomalyKind, factor: float) -> float:
@@ -237,5 +247,7 @@ class HouseholdMonitor:
         self.__dict__.setdefault("_cleared", [])
         if "feedback" not in state:  # pickled before feedback existed
             self.feedback = FeedbackLog()
+        if "usage" not in state:  # pickled before recent usage was kept: it starts empty
+            self.usage = RecentUsage(self.timezone)
 
 

@@ -35,6 +35,7 @@ class Topics:
     ticket_acks: dict   # Step -> topic
     roster: faust.TopicT
     away: faust.TopicT
+    notifications_pending: faust.TopicT
 
 
 def utc_now() -> datetime:
@@ -109,7 +110,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     from dispatch.notify import NotifyMetrics
     from streams.notify import register_notifier
 
-    register_notifier(app, t.ticket_acks.values(), settings, NotifyMetrics(metrics.registry))
+    register_notifier(app, t.ticket_acks.values(), settings, NotifyMetrics(metrics.registry),
+                      pending=t.notifications_pending)
 
     @app.page("/metrics")
     async def metrics_page(web, request):
@@ -121,7 +123,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
 
     from streams.staff_api import register_staff_api
 
-    register_staff_api(app, desks, settings)
+    # the detect stage's stored monitors (registered above) give a ticket's recent usage
+    register_staff_api(app, desks, settings, recent_usage=app.elderwatch_detect_states.recent_usage)
 
     app.elderwatch_metrics = metrics  # for tests and the demo running in-process
     app.elderwatch_detect_metrics = detect_metrics
@@ -147,4 +150,5 @@ def _declare_topics(app: faust.App, settings: Settings) -> Topics:
                   anomalies=topic(topic_specs.ANOMALIES),
                   ticket_steps={step: topic(spec) for step, spec in steps.items()},
                   ticket_acks={step: topic(spec) for step, spec in acks.items()},
-                  roster=topic(topic_specs.HOUSEHOLDS_ROSTER), away=topic(topic_specs.HOUSEHOLDS_AWAY))
+                  roster=topic(topic_specs.HOUSEHOLDS_ROSTER), away=topic(topic_specs.HOUSEHOLDS_AWAY),
+                  notifications_pending=topic(topic_specs.NOTIFICATIONS_PENDING))

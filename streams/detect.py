@@ -246,6 +246,19 @@ class HouseholdStates:
         effect = monitor.record_feedback(command.ticket_kind, command.event.outcome.value, command.event.idempotency_key)
         return effect, Step(household_id, [], monitor, encode_state(offset, monitor.dumps()))
 
+    def recent_usage(self, household_id: str) -> dict | None:
+        """The household's recent use as its stored state has it (for the staff API), or None: no state, or
+        unreadable. Never raises. Loads the stored record and leaves the cache alone: a cached monitor may
+        be in the middle of a reading."""
+        try:
+            record = self.table.get(household_id.encode())
+            if record is None:
+                return None
+            return self.monitor_loads(decode_state(record)[1]).recent_usage()
+        except Exception as exc:  # the ticket is still worth showing without it
+            log.warning("recent usage unavailable: %s", type(exc).__name__)  # the type only, as for detectors
+            return None
+
     def store(self, step: Step) -> None:
         self.table[step.household_id.encode()] = step.record  # reassigned every time, so the changelog is written
         self.cache.put(step.household_id, step.monitor, step.record)

@@ -52,6 +52,9 @@ class FakeMonitor:
         self.peak: dict[str, float] = {}
         self.last_ts: dict[str, datetime] = {}
 
+    def take_cleared(self) -> list:
+        return []  # episodes never end here
+
     def process(self, meter, ts: datetime, value: float) -> list[AnomalyWarning]:
         meter = Meter(meter)
         assert ts.tzinfo is not None
