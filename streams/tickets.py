@@ -166,51 +166,51 @@ def register_ticket_agents(app: faust.App, topics, desks_table: faust.Table, met
     inputs = app.topic(*step_of_topic, roster_topic, away_topic, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
 
+    async def set_roster(message, value, key) -> None:
+        household = parse(Household, value, key)
+        if isinstance(household, tuple):
+            return await dead_letter(message, value, key, *household)
+        desk = desks.get(household.household_id) or HouseholdDesk(household_id=household.household_id)
+        desks.store(with_roster(desk, household))
+
+    async def set_away(message, value, key) -> None:
+        if not value and key:  # an empty value (or a tombstone) ends away mode
+            desk = desks.get(key.decode(errors="replace"))
+            if desk is not None:
+                desks.store(with_away(desk, None))
+            return
+        away = parse(AwayMode, value, key)
+        if isinstance(away, tuple):
+            return await dead_letter(message, value, key, *away)
+        desk = desks.get(away.household_id) or HouseholdDesk(household_id=away.household_id)
+        desks.store(with_away(desk, away))
+
+    async def apply_command(message, value, key) -> None:
+        command = parse(TicketCommand, value, key)
+        if isinstance(command, tuple):
+            return await dead_letter(message, value, key, *command)
+        expected = step_of_topic[message.topic]
+        if command.step is not expected:
+            return await dead_letter(message, value, key, RejectReason.INVALID_FIELD,
+                                     f"a {command.step.value} command on the {expected.value} topic")
+        desk = desks.get(command.household_id) or HouseholdDesk(household_id=command.household_id)
+        result = handle(desk, command, clock(), rules)
+        for ack in result.acks:
+            await topics.ticket_acks[ack.step].send(key=key, value=ack.model_dump_json().encode())
+        for follow_up in result.follow_ups:
+            await desks.send(follow_up)
+            desks.recently_sent[_sent_key(follow_up)] = clock()  # the timer need not send it too
+        if result.desk is not desk:
+            desks.store(result.desk)
+        _count(metrics, command, result)
+
+    handler_of_topic = {roster_topic: set_roster, away_topic: set_away,
+                        **{name: apply_command for name in step_of_topic}}
+
     @app.agent(inputs, name="tickets")
     async def tickets(stream):
         async for event in stream.events():
-            message = event.message
-            value, key = _bytes(event.value), _bytes(event.key)
-            if message.topic == roster_topic:
-                household = parse(Household, value, key)
-                if isinstance(household, tuple):
-                    await dead_letter(message, value, key, *household)
-                    continue
-                desk = desks.get(household.household_id) or HouseholdDesk(household_id=household.household_id)
-                desks.store(with_roster(desk, household))
-                continue
-            if message.topic == away_topic:
-                if not value and key:  # empty value: away mode ended
-                    household_id = key.decode(errors="replace")
-                    desk = desks.get(household_id)
-                    if desk is not None:
-                        desks.store(with_away(desk, None))
-                    continue
-                away = parse(AwayMode, value, key)
-                if isinstance(away, tuple):
-                    await dead_letter(message, value, key, *away)
-                    continue
-                desk = desks.get(away.household_id) or HouseholdDesk(household_id=away.household_id)
-                desks.store(with_away(desk, away))
-                continue
-            command = parse(TicketCommand, value, key)
-            if isinstance(command, tuple):
-                await dead_letter(message, value, key, *command)
-                continue
-            if command.step is not step_of_topic[message.topic]:
-                await dead_letter(message, value, key, RejectReason.INVALID_FIELD,
-                                  f"a {command.step.value} command on the {step_of_topic[message.topic].value} topic")
-                continue
-            desk = desks.get(command.household_id) or HouseholdDesk(household_id=command.household_id)
-            result = handle(desk, command, clock(), rules)
-            for ack in result.acks:
-                await topics.ticket_acks[ack.step].send(key=key, value=ack.model_dump_json().encode())
-            for follow_up in result.follow_ups:
-                await desks.send(follow_up)
-                desks.recently_sent[_sent_key(follow_up)] = clock()  # the timer need not send it too
-            if result.desk is not desk:
-                desks.store(result.desk)
-            _count(metrics, command, result)
+            await handler_of_topic[event.message.topic](event.message, _bytes(event.value), _bytes(event.key))
 
     @app.timer(settings.ticket_timer_interval_s, name="ticket-deadlines")
     async def ticket_deadlines() -> None:

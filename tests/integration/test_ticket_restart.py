@@ -20,7 +20,9 @@ from test_ticket_loop import Webhook, acks
 from dispatch.audit import read_acks, read_to_end, rebuild
 from elderwatch.localkafka import free_port
 from schemas.anomaly import AnomalyKind, AnomalyWarning, Severity
+from schemas.dead_letter import DeadLetter
 from schemas.households import Household
+from schemas.tickets import TicketCommand
 
 HOUSEHOLDS = [Household(household_id=f"hh-r{i:04d}", community="east",
                         staff={"primary_worker": f"w-e-{i % 2}", "backup_worker": "w-e-9", "supervisor": "s-e"})
@@ -93,3 +95,35 @@ def test_tickets_survive_a_restart_and_a_receiver_that_was_down(kafka_bootstrap,
     assert not unreadable and not audit.problems, (unreadable, audit.problems)
     assert {t.state.value for t in audit.tickets.values()} == {"escalated"}
     assert {t.escalation_level for t in audit.tickets.values()} == {1}
+
+
+def test_bad_messages_on_the_ticket_topics_are_dead_lettered_and_the_loop_goes_on(kafka_bootstrap, tmp_path):
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path / "worker").start()
+    home = HOUSEHOLDS[0]
+    good = warning(home, AnomalyKind.SURGE)
+    command = TicketCommand.warning_from(good, at=datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+    poison = [
+        ("anomalies", b"hh-r0000", b"{not json"),                                   # not JSON
+        ("tickets.warning", b"hh-r0000", b'{"step": "warning"}'),                   # not a command
+        ("tickets.dispatch", b"hh-r0000", command.model_dump_json().encode()),      # a warning on the dispatch topic
+        ("tickets.handle", b"hh-other", command.model_dump_json().encode()),        # keyed by another household
+        ("households.roster", b"hh-r0000", b'{"household_id": "hh-r0000"}'),        # a roster entry without staff
+        ("households.away", b"hh-r0000", b'{"until": "soon"}'),                     # not an away mode
+    ]
+    try:
+        for topic, key, value in poison:
+            produce(kafka_bootstrap, worker.topic(topic), [(key, value)])
+        produce(kafka_bootstrap, worker.topic("households.roster"), [(home.household_id.encode(), home.model_dump_json().encode())])
+        produce(kafka_bootstrap, worker.topic("anomalies"), [(good.household_id.encode(), good.model_dump_json().encode())])
+        # the stage is alive: the good warning after all that opens and dispatches its ticket
+        dispatched = acks(kafka_bootstrap, worker, "dispatch", timeout=60, settle=0.5, predicate=lambda found: any(
+            a.ticket_id == good.warning_id and a.result.value == "applied" for a in found))
+        assert any(a.notify == (home.staff.primary_worker,) for a in dispatched)
+    finally:
+        worker.stop()
+    dead = [DeadLetter.model_validate_json(r.value) for r in read_to_end(kafka_bootstrap, [worker.topic("readings.deadletter")])]
+    assert sorted((d.stage, d.source_topic.removeprefix(f"{prefix}.")) for d in dead) == sorted(
+        ("tickets", topic) for topic, _, _ in poison)
+    for d, (topic, key, value) in zip(sorted(dead, key=lambda d: d.source_topic), sorted(poison)):
+        assert d.original_value() == value  # kept exactly as it came
