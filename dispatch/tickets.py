@@ -328,7 +328,9 @@ def _feedback(t: Ticket, e: Event, p: Policy):
 
 
 def _close(t: Ticket, e: Event, p: Policy):
-    return {"state": State.CLOSED, "closed_at": e.at, "deadline": None}, ()
+    # detection closes a ticket with what it did with the outcome (and any proposal, e.g. away mode)
+    notes = t.notes + ((e.notes,) if e.notes else ())
+    return {"state": State.CLOSED, "closed_at": e.at, "deadline": None, "notes": notes}, ()
 
 
 def _cancel(t: Ticket, e: Event, p: Policy):

@@ -303,8 +303,10 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
                         command=command, result=result, reason=effect.reason, detection=effect.as_dict(), at=now)
         await topics.ticket_acks[TicketStep.FEEDBACK].send(key=key, value=ack.model_dump_json().encode())
         # Detection has learned from it: the loop is closed (idempotent: one close per ticket).
+        learned = f"detection: {effect.reason}" + ("; proposes away mode for this household"
+                                                    if effect.proposal == "away_mode" else "")
         close = Event(kind=EventKind.CLOSE, idempotency_key=f"close:{command.ticket_id}", actor="system", at=now,
-                      notes=None)
+                      notes=learned)
         await feedback_topic.send(key=key, value=TicketCommand(
             step=TicketStep.FEEDBACK, ticket_id=command.ticket_id, household_id=command.household_id,
             ticket_kind=command.ticket_kind, event=close).model_dump_json().encode())

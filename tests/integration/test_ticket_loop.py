@@ -344,7 +344,8 @@ def test_staff_close_the_loop_and_feedback_changes_detection(loop):
     learned = _detect_ack(loop, second)
     # Two false alarms in a row for this household and kind: its sensitivity went down, within bounds.
     assert (learned.detection["sensitivity_before"], learned.detection["sensitivity_after"]) == (1.0, 0.85), learned
-    _closed(loop, second, staff.primary_worker)
+    closed = _closed(loop, second, staff.primary_worker)
+    assert closed["notes"][-1] == f"detection: {learned.reason}"  # the ticket says what detection learned
 
     # A confirmed emergency never lowers sensitivity (another household or kind).
     other = next(a for a in opened.values() if a.command.ticket_kind not in ("meter_offline", kind)
