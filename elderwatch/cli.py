@@ -281,13 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--timeout", type=float, default=30.0, help="seconds to read the ack topics to their end")
     p.set_defaults(func=_cmd_tickets)
 
-    p = sub.add_parser("demo", help="local broker + worker + simulated feed, with live counts")
+    p = sub.add_parser("demo", help="local broker + worker + simulated feed: live counts, tickets appear and are "
+                                     "acted on through the staff API")
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = until Ctrl-C)")
-    p.add_argument("--households", type=int, default=40)
-    p.add_argument("--days", type=int, default=35)
-    # 2 data-hours per second: ~640 readings/s for 40 households, well within one worker's pace,
+    # Tickets start once detection has 21 days of each household: that is 8 x 21 x 192 readings, about
+    # a minute of the worker's ~650 readings/s (40 households would take four), so the loop shows
+    # within `make demo DEMO_SECONDS=120`.
+    p.add_argument("--households", type=int, default=8, help="simulated households (default 8)")
+    p.add_argument("--days", type=int, default=35, help="days of data (default 35: 21 of detector warm-up, then 14)")
+    # 10 data-hours per second: 640 readings/s for 8 households, about what one worker keeps up with,
     # so the counts show a live pipeline rather than a backlog.
-    p.add_argument("--speed", default="7200x", help="feed speed in data time (default 7200x; 'max' floods the worker)")
+    p.add_argument("--speed", default="36000x", help="feed speed in data time (default 36000x; 'max' floods the worker)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

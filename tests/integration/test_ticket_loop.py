@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.error
-import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter, defaultdict
@@ -39,6 +37,7 @@ from dispatch.desk import HouseholdDesk
 from elderwatch.feed import canonical_messages
 from elderwatch.localkafka import free_port
 from elderwatch.simulator import simulate
+from elderwatch.staff_client import StaffClient
 from schemas.anomaly import AnomalyWarning
 from schemas.households import Household
 from schemas.tickets import TicketAck
@@ -73,32 +72,16 @@ class Webhook:
         self.server.shutdown()
 
 
-class Api:
-    """The staff API as a community worker's app would call it."""
-
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}/api/v1"
-
-    def call(self, method: str, path: str, staff: str, body: dict | None = None, key: str | None = None):
-        headers = {"X-Staff-Id": staff, "Content-Type": "application/json"}
-        if key:
-            headers["Idempotency-Key"] = key
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=15) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+class Api(StaffClient):
+    """The staff API as a community worker's app calls it, with the test's shorthands."""
 
     def act(self, ticket_id: str, action: str, staff: str, key: str | None = None, **body):
-        path = f"/tickets/{urllib.parse.quote(ticket_id, safe='')}/{action}"
-        return self.call("POST", path, staff, body, key or f"{action}-{uuid.uuid4().hex[:8]}")
+        return super().act(ticket_id, action, staff, key or f"{action}-{uuid.uuid4().hex[:8]}", body)
 
     def ticket(self, ticket_id: str, staff: str) -> dict:
-        status, body = self.call("GET", f"/tickets/{urllib.parse.quote(ticket_id, safe='')}", staff)
-        assert status == 200, body
-        return body["ticket"]
+        found = super().ticket(ticket_id, staff)
+        assert found is not None, ticket_id
+        return found
 
 
 def read_topic(bootstrap: str, topic: str, *, until_count: int = 0, timeout: float = 120.0, settle: float = 2.0,
