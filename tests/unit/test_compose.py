@@ -160,11 +160,11 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_compose_file_parses_with_the_expected_services():
     compose = _compose()
     assert isinstance(compose, dict)
-    assert {"kafka", "topics", "worker", "simulate", "feed"} <= set(compose["services"])
-    assert set(_elderwatch_services()) == {"topics", "worker", "simulate", "feed"}
+    assert {"kafka", "topics", "worker", "simulate", "roster", "feed"} <= set(compose["services"])
+    assert set(_elderwatch_services()) == {"topics", "worker", "simulate", "roster", "feed"}
 
 
-@pytest.mark.parametrize("name", ["topics", "worker", "simulate", "feed"])
+@pytest.mark.parametrize("name", ["topics", "worker", "simulate", "roster", "feed"])
 def test_each_elderwatch_service_command_is_accepted_by_the_cli_parser(name):
     service = _services()[name]
     args = _command_args(service)
@@ -264,7 +264,11 @@ def test_depends_on_references_exist_and_conditions_make_sense():
 def test_expected_startup_order():
     services = _services()
     assert _depends_on(services["topics"]) == {"kafka": "service_healthy"}
-    assert _depends_on(services["worker"]) == {"topics": "service_completed_successfully"}
+    # the worker reads the simulated households' time zones at start
+    assert _depends_on(services["worker"]) == {"topics": "service_completed_successfully",
+                                               "simulate": "service_completed_successfully"}
+    assert _depends_on(services["roster"]) == {"topics": "service_completed_successfully",
+                                               "simulate": "service_completed_successfully"}
     assert _depends_on(services["feed"]) == {"worker": "service_healthy", "simulate": "service_completed_successfully"}
 
 
