@@ -32,7 +32,8 @@ def check_timezone(name: str) -> str:
 # households.csv columns, in order; tags are ';'-separated.
 HOUSEHOLD_CSV_COLUMNS = ("household_id", "community", "tags", "timezone", "primary_worker", "backup_worker", "supervisor")
 
-StaffId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+STAFF_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+StaffId = Annotated[str, StringConstraints(pattern=STAFF_ID_PATTERN)]
 
 
 class StaffAssignment(BaseModel):

@@ -57,11 +57,12 @@ from dispatch.tickets import Event, Ticket, apply
 from elderwatch.settings import Settings
 from schemas.openapi import (ROUTES, TICKET_ACTIONS, ActionResult, AwayRequest, ErrorBody, HouseholdView, Pending,
                              Route, RosterEntry, TicketDetail, TicketList, TicketSummary, openapi_document)
+from schemas.households import STAFF_ID_PATTERN
 from schemas.tickets import AwayMode, TicketCommand
 
 log = logging.getLogger(__name__)
 
-STAFF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+STAFF_ID = re.compile(STAFF_ID_PATTERN)
 CLIENT_KEY = re.compile(r"^[\x21-\x7e]{1,100}$")  # printable ASCII, no spaces
 
 RecentUsage = Callable[[str], "dict | None | Awaitable[dict | None]"]
