@@ -61,6 +61,7 @@ class TicketDesks:
         self.index_stale = True
         self.recently_sent: dict[str, datetime] = {}  # due command -> when the timer last sent it
         self.staff_households: dict[str, set[str]] = {}  # staff id -> households they may see (for the API)
+        self.with_open_tickets: set[str] = set()  # households with a ticket not finished (for the gauges)
         self._staff_of: dict[str, frozenset[str]] = {}
 
     # -- reading ---------------------------------------------------------------------------
@@ -92,6 +93,10 @@ class TicketDesks:
         for person in staff:
             self.staff_households.setdefault(person, set()).add(household_id)
         self._staff_of[household_id] = staff
+        if desk.open_tickets():
+            self.with_open_tickets.add(household_id)
+        else:
+            self.with_open_tickets.discard(household_id)
         deadline = desk.next_deadline()
         if deadline is None:
             self.deadlines.pop(desk.household_id, None)
@@ -102,6 +107,7 @@ class TicketDesks:
         self.deadlines.clear()
         self.staff_households.clear()
         self._staff_of.clear()
+        self.with_open_tickets.clear()
         for desk in self.all():
             self._index(desk)
         self.index_stale = False
@@ -256,7 +262,7 @@ def _sent_key(command: TicketCommand) -> str:
 
 def _count_open(desks: TicketDesks, metrics: TicketMetrics) -> None:
     counts = {state: 0 for state in State if state not in TERMINAL}
-    for household_id in list(desks.deadlines):
+    for household_id in list(desks.with_open_tickets):  # feedback_recorded ones have no deadline
         desk = desks.get(household_id)
         for ticket in desk.open_tickets() if desk else ():
             counts[ticket.state] += 1

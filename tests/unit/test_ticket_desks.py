@@ -44,3 +44,21 @@ def test_after_a_rebalance_the_indexes_are_rebuilt_from_the_table():
     assert fresh.index_stale and fresh.deadlines == {}
     assert [x.household_id for x in fresh.of_staff("w-1")] == ["hh-1"]  # rebuilt on first use
     assert fresh.deadlines == {"hh-1": T0}  # a new ticket is due at once (its dispatch)
+
+
+def test_the_open_gauge_counts_tickets_without_a_deadline_too():
+    import asyncio
+
+    from dispatch.tickets import Outcome, State
+    from streams.metrics import TicketMetrics
+    from streams.tickets import check_deadlines
+
+    d = desks()
+    ticket = open_ticket("hh-1/surge/2026-03-01T08:00:00+00:00", household_id="hh-1", kind="surge",
+                         severity="high", chain=("w-1",), at=T0)
+    waiting = ticket.model_copy(update={"state": State.FEEDBACK_RECORDED, "deadline": None,
+                                        "outcome": Outcome.FALSE_ALARM})  # for detection to close it
+    d.store(HouseholdDesk(household_id="hh-1", tickets={waiting.ticket_id: waiting}))
+    metrics = TicketMetrics()
+    asyncio.run(check_deadlines(d, metrics, 10.0))
+    assert metrics.open.labels(state="feedback_recorded")._value.get() == 1
