@@ -124,6 +124,25 @@ def iter_rows(path: Path) -> Iterator[tuple[str, str, str, str]]:
         yield from reader
 
 
+def own_rows(path: Path, processes: int, index: int, counted: list[int]) -> Iterator[tuple[str, str, datetime, float]]:
+    """``(household_id, meter, ts, value)`` of the households this worker process handles
+    (:func:`share`); ``counted[0]`` counts every row read, theirs or not. Timestamps are parsed
+    once per distinct text (every household shares the same grid)."""
+    mine: dict[str, bool] = {}
+    times: dict[str, datetime] = {}
+    for hid, meter, ts_text, value_text in iter_rows(path):
+        counted[0] += 1
+        ours = mine.get(hid)
+        if ours is None:
+            ours = mine[hid] = share(hid, processes) == index
+        if not ours:
+            continue
+        ts = times.get(ts_text)
+        if ts is None:
+            ts = times[ts_text] = datetime.fromisoformat(ts_text)
+        yield hid, meter, ts, float(value_text)
+
+
 def _plain(hid: str, zone: str, level: float) -> HouseholdMonitor:
     monitor = HouseholdMonitor(hid, zone)
     if level != 1.0:  # at 1.0: the untouched default, exactly as the detect stage runs it
@@ -138,25 +157,14 @@ def run_share(job: dict) -> dict:
     check_ids, check_levels = set(job["check_ids"]), job["check_levels"]
     monitors: dict[str, MultiLevelMonitor] = {}
     plain: dict[str, list[HouseholdMonitor]] = {}
-    mine: dict[str, bool] = {}
-    times: dict[str, datetime] = {}
     warnings: list[list[AnomalyWarning]] = [[] for _ in levels]
     check_warnings: dict[str, list[list[AnomalyWarning]]] = {}
-    rows = handled = 0
+    counted = [0]
+    handled = 0
     plain_s = 0.0
     began = time.perf_counter()
     cpu_began = time.process_time()
-    for hid, meter, ts_text, value_text in iter_rows(path):
-        rows += 1
-        ours = mine.get(hid)
-        if ours is None:
-            ours = mine[hid] = share(hid, processes) == index
-        if not ours:
-            continue
-        ts = times.get(ts_text)
-        if ts is None:
-            ts = times[ts_text] = datetime.fromisoformat(ts_text)
-        value = float(value_text)
+    for hid, meter, ts, value in own_rows(path, processes, index, counted):
         monitor = monitors.get(hid)
         if monitor is None:
             zone = zones.get(hid, default_zone)
@@ -190,7 +198,7 @@ def run_share(job: dict) -> dict:
             problems.append(f"{hid}: learned detector state differs from the plain monitor's")
         if (plains[0].readings, plains[0].out_of_order) != (multi.readings, multi.out_of_order):
             problems.append(f"{hid}: reading counts differ")
-    return {"index": index, "warnings": warnings, "rows": rows, "readings": handled, "households": len(monitors),
+    return {"index": index, "warnings": warnings, "rows": counted[0], "readings": handled, "households": len(monitors),
             "seconds": seconds, "cpu_seconds": time.process_time() - cpu_began, "plain_check_seconds": plain_s,
             "checked": sorted(plain), "check_warnings": sum(len(w) for ws in check_warnings.values() for w in ws),
             "problems": problems}

@@ -58,9 +58,8 @@ from bench.bench_detect_quality import (  # noqa: E402
     _pct,
     detectors_hash,
     ensure_data,
-    iter_rows,
     machine,
-    share,
+    own_rows,
     summarize,
     tables,
 )
@@ -234,22 +233,11 @@ def run_share(job: dict) -> dict:
     feeds: dict[str, list[ArmFeed]] = {}
     staffs: dict[str, Staff] = {}
     plain: dict[str, list[tuple[HouseholdMonitor, ArmFeed]]] = {}
-    mine: dict[str, bool] = {}
-    times: dict[str, datetime] = {}
-    rows = handled = 0
+    counted = [0]
+    handled = 0
     plain_s = 0.0
     began, cpu_began = time.perf_counter(), time.process_time()
-    for hid, meter, ts_text, value_text in iter_rows(path):
-        rows += 1
-        ours = mine.get(hid)
-        if ours is None:
-            ours = mine[hid] = share(hid, processes) == index
-        if not ours:
-            continue
-        ts = times.get(ts_text)
-        if ts is None:
-            ts = times[ts_text] = datetime.fromisoformat(ts_text)
-        value = float(value_text)
+    for hid, meter, ts, value in own_rows(path, processes, index, counted):
         monitor = monitors.get(hid)
         if monitor is None:
             zone = zones.get(hid, default_zone)
@@ -310,7 +298,7 @@ def run_share(job: dict) -> dict:
             "sensitivity": {hid: {k.value: v for k, v in m.arms[i].sensitivity.items()}
                             for hid, m in monitors.items() if m.arms[i].sensitivity},
         })
-    return {"index": index, "arms": out_arms, "rows": rows, "readings": handled, "households": len(monitors),
+    return {"index": index, "arms": out_arms, "rows": counted[0], "readings": handled, "households": len(monitors),
             "household_ids": sorted(monitors), "seconds": seconds, "cpu_seconds": time.process_time() - cpu_began,
             "plain_check_seconds": plain_s, "checked": sorted(plain),
             "check_warnings": sum(len(f.warnings) for ps in plain.values() for _, f in ps),

@@ -61,13 +61,17 @@ class TicketDesks:
         self.index_stale = True
         self.recently_sent: dict[str, datetime] = {}  # due command -> when the timer last sent it
         self.staff_households: dict[str, set[str]] = {}  # staff id -> households they may see (for the API)
-        self.with_open_tickets: set[str] = set()  # households with a ticket not finished (for the gauges)
+        self.open_states: dict[str, tuple[State, ...]] = {}  # household -> states of its unfinished tickets (gauges)
         self._staff_of: dict[str, frozenset[str]] = {}
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, household_id: str) -> HouseholdDesk | None:
         raw = self.table.get(household_id.encode())
         return HouseholdDesk.model_validate_json(raw) if raw else None
+
+    def desk_of(self, household_id: str) -> HouseholdDesk:
+        """The household's desk, or a new empty one."""
+        return self.get(household_id) or HouseholdDesk(household_id=household_id)
 
     def all(self) -> Iterator[HouseholdDesk]:
         for _, raw in list(self.table.items()):
@@ -93,10 +97,11 @@ class TicketDesks:
         for person in staff:
             self.staff_households.setdefault(person, set()).add(household_id)
         self._staff_of[household_id] = staff
-        if desk.open_tickets():
-            self.with_open_tickets.add(household_id)
+        states = tuple(t.state for t in desk.open_tickets())
+        if states:
+            self.open_states[household_id] = states
         else:
-            self.with_open_tickets.discard(household_id)
+            self.open_states.pop(household_id, None)
         deadline = desk.next_deadline()
         if deadline is None:
             self.deadlines.pop(desk.household_id, None)
@@ -107,7 +112,7 @@ class TicketDesks:
         self.deadlines.clear()
         self.staff_households.clear()
         self._staff_of.clear()
-        self.with_open_tickets.clear()
+        self.open_states.clear()
         for desk in self.all():
             self._index(desk)
         self.index_stale = False
@@ -176,8 +181,7 @@ def register_ticket_agents(app: faust.App, topics, desks_table: faust.Table, met
         household = parse(Household, value, key)
         if isinstance(household, tuple):
             return await dead_letter(message, value, key, *household)
-        desk = desks.get(household.household_id) or HouseholdDesk(household_id=household.household_id)
-        desks.store(with_roster(desk, household))
+        desks.store(with_roster(desks.desk_of(household.household_id), household))
 
     async def set_away(message, value, key) -> None:
         if not value and key:  # an empty value (or a tombstone) ends away mode
@@ -188,8 +192,7 @@ def register_ticket_agents(app: faust.App, topics, desks_table: faust.Table, met
         away = parse(AwayMode, value, key)
         if isinstance(away, tuple):
             return await dead_letter(message, value, key, *away)
-        desk = desks.get(away.household_id) or HouseholdDesk(household_id=away.household_id)
-        desks.store(with_away(desk, away))
+        desks.store(with_away(desks.desk_of(away.household_id), away))
 
     async def apply_command(message, value, key) -> None:
         command = parse(TicketCommand, value, key)
@@ -199,7 +202,7 @@ def register_ticket_agents(app: faust.App, topics, desks_table: faust.Table, met
         if command.step is not expected:
             return await dead_letter(message, value, key, RejectReason.INVALID_FIELD,
                                      f"a {command.step.value} command on the {expected.value} topic")
-        desk = desks.get(command.household_id) or HouseholdDesk(household_id=command.household_id)
+        desk = desks.desk_of(command.household_id)
         result = handle(desk, command, clock(), rules)
         for ack in result.acks:
             await topics.ticket_acks[ack.step].send(key=key, value=ack.model_dump_json().encode())
@@ -262,10 +265,9 @@ def _sent_key(command: TicketCommand) -> str:
 
 def _count_open(desks: TicketDesks, metrics: TicketMetrics) -> None:
     counts = {state: 0 for state in State if state not in TERMINAL}
-    for household_id in list(desks.with_open_tickets):  # feedback_recorded ones have no deadline
-        desk = desks.get(household_id)
-        for ticket in desk.open_tickets() if desk else ():
-            counts[ticket.state] += 1
+    for states in desks.open_states.values():  # from the index: no desk is read on a tick
+        for state in states:
+            counts[state] += 1
     for state, n in counts.items():
         metrics.open.labels(state=state.value).set(n)
 
