@@ -67,7 +67,22 @@ def plan_household(
     sleep: np.ndarray,
     anomaly_rate: float,
     warmup_days: int,
+    *,
+    mean_days_between_trips: float = MEAN_DAYS_BETWEEN_TRIPS,
+    trip_nights: tuple[int, ...] = (1, 2, 2, 3, 3, 4, 5, 7),
+    trip_note: str = "trip away",
+    mean_days_between_hospital: float | None = None,
+    welfare_kinds: tuple[str, ...] = WELFARE_KINDS,
+    meters: tuple[str, ...] = ("electricity", "water"),
 ) -> Plan:
+    """Places trips, anomalies and offline spells without overlaps.
+
+    The keyword arguments serve other simulator families; their defaults are the classic
+    behaviour (and the classic random stream). ``welfare_kinds`` not listed are drawn as usual
+    but not placed (so the other kinds keep their classic rates); ``meters`` lists the meters the
+    home has (``meter_offline`` picks one of them). ``mean_days_between_hospital`` adds hospital
+    stays (labelled ``away``) that do not follow a fall.
+    """
     D = grid.days
     total = D * DAY_MIN
     plan = Plan(quiet_days=np.zeros(D, dtype=bool))
@@ -89,15 +104,27 @@ def plan_household(
 
     # trips away: ordinary life, happen in the warm-up too
     if D >= 4:
-        for _ in range(rng.poisson(D / MEAN_DAYS_BETWEEN_TRIPS)):
+        for _ in range(rng.poisson(D / mean_days_between_trips)):
             for _try in range(10):
                 d0 = int(rng.integers(1, D - 1))
-                length = int(rng.choice([1, 2, 2, 3, 3, 4, 5, 7]))
+                length = int(rng.choice(list(trip_nights)))
                 a = d0 * DAY_MIN + rng.uniform(540, 720)
                 b = (d0 + length) * DAY_MIN + rng.uniform(840, 1140)
                 if b < total - 60 and free(a, b):
                     busy.append((a, b))
-                    away(a, b, f"trip away for {length} night{'s' if length > 1 else ''}")
+                    away(a, b, f"{trip_note} for {length} night{'s' if length > 1 else ''}")
+                    break
+    if mean_days_between_hospital and D >= 4:
+        for _ in range(rng.poisson(D / mean_days_between_hospital)):
+            for _try in range(10):
+                d0 = int(rng.integers(1, D - 1))
+                length = int(rng.integers(3, 11))
+                a = d0 * DAY_MIN + rng.uniform(480, 1200)
+                b = (d0 + length) * DAY_MIN + rng.uniform(600, 960)
+                if b < total - 60 and free(a, b):
+                    busy.append((a, b))
+                    quiet(a, b)
+                    away(a, b, f"hospital stay for {length} nights")
                     break
 
     first = warmup_days
@@ -106,6 +133,8 @@ def plan_household(
         n = rng.poisson(anomaly_rate * eligible / MEAN_DAYS_BETWEEN_WELFARE)
         kinds = rng.choice(len(WELFARE_KINDS), n, p=WELFARE_WEIGHTS)
         for k in kinds.tolist():
+            if WELFARE_KINDS[k] not in welfare_kinds:
+                continue
             for _try in range(25):
                 if _place(rng, WELFARE_KINDS[k], p, plan, busy, free, quiet, away, to_u, wake, sleep, first, D):
                     break
@@ -120,6 +149,8 @@ def plan_household(
                 if ua >= first * DAY_MIN and ub <= grid.minutes and free(a, b):
                     busy.append((a, b))
                     meter = "electricity" if rng.random() < 0.5 else "water"
+                    if meter not in meters:
+                        meter = meters[0]
                     plan.offline_u.append((meter, int(ua), int(ub)))
                     plan.labels.append(Label("meter_offline", ua, ub, meter, f"{meter} meter not reporting for {_h(ub - ua)}"))
                     break

@@ -24,6 +24,9 @@ from elderwatch.simulator.writer import (
 )
 
 GENERATOR_VERSION = "1.0.0"
+FAMILIES = ("classic", "city")
+# first day and time zone when not given, per family
+FAMILY_DEFAULTS = {"classic": (date(2026, 1, 5), "Europe/London"), "city": (date(2026, 10, 1), "Asia/Shanghai")}
 
 
 @dataclass(frozen=True)
@@ -160,16 +163,24 @@ def _chunks(total: int, size: int) -> Iterator[range]:
 _W: dict = {}
 
 
-def _init_worker(seed, start, days, tz, anomaly_rate, warmup_days):
+def _init_worker(seed, start, days, tz, anomaly_rate, warmup_days, family="classic", profile=None, meters=None):
     grid = build_grid(start, days, tz)
     _W.update(
         seed=seed,
         grid=grid,
-        temp=outdoor_temperature(grid, seed),
         fmt=ReadingsFormatter(grid.ts),
         anomaly_rate=anomaly_rate,
         warmup_days=warmup_days,
+        family=family,
+        profile=profile,
+        meters=meters,
     )
+    if family == "city":
+        from elderwatch.simulator.city import build_city_context
+
+        _W.update(city=build_city_context(grid, seed), temp=None)
+    else:
+        _W.update(temp=outdoor_temperature(grid, seed))
 
 
 def _run_chunk(idx: range) -> tuple[str, int, list[str], list, dict[str, int]]:
@@ -178,7 +189,13 @@ def _run_chunk(idx: range) -> tuple[str, int, list[str], list, dict[str, int]]:
     parts, rows, labels, homes = [], 0, [], []
     counts: dict[str, int] = {}
     for i in idx:
-        hd = simulate_household(i, _W["seed"], grid, _W["temp"], _W["anomaly_rate"], _W["warmup_days"])
+        if _W["family"] == "city":
+            from elderwatch.simulator.city import simulate_city_household
+
+            hd = simulate_city_household(i, _W["seed"], _W["city"], _W["anomaly_rate"], _W["warmup_days"],
+                                         _W["profile"], _W["meters"])
+        else:
+            hd = simulate_household(i, _W["seed"], grid, _W["temp"], _W["anomaly_rate"], _W["warmup_days"])
         hid = household_id(i)
         text, r = fmt.format(hid, hd.electricity, hd.water, hd.present_e, hd.present_w)
         parts.append(text)
@@ -196,20 +213,44 @@ def simulate(
     days: int,
     seed: int,
     out_dir: Path,
-    start: date = date(2026, 1, 5),
-    timezone: str = "Europe/London",
+    start: date | None = None,
+    timezone: str | None = None,
     anomaly_rate: float = 1.0,
     compress: bool = False,
     progress: Callable[[int, int], None] | None = None,
     warmup_days: int = 28,
     workers: int | None = None,
+    family: str = "classic",
+    profile: str | None = None,
+    meters: str | None = None,
 ) -> SimulationSummary:
     """Simulates ``households`` homes for ``days`` local days and writes the replay files to ``out_dir``.
 
     Deterministic: the same arguments give byte-identical files, and household i depends only on
     (seed, i, days, start, timezone, anomaly_rate, warmup_days) -- not on how many households are generated.
     ``workers`` (default: up to 2, by CPU count) only changes speed, never the output.
+
+    ``family``: ``classic`` (UK-like homes; the default) or ``city`` (elderly people living alone in
+    a Chinese city without central heating; see ``elderwatch.simulator.city``). ``start`` and
+    ``timezone`` default per family (classic 2026-01-05 Europe/London, city 2026-10-01
+    Asia/Shanghai). ``profile`` (homebound|active|traveller|mixed, default mixed) and ``meters``
+    (both|electricity|water|mixed, default both) are for the city family only.
     """
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, not {family!r}")
+    if family == "city":
+        from elderwatch.simulator.city import METER_CHOICES, PROFILE_CHOICES
+
+        profile = profile or "mixed"
+        meters = meters or "both"
+        if profile not in PROFILE_CHOICES:
+            raise ValueError(f"profile must be one of {PROFILE_CHOICES}, not {profile!r}")
+        if meters not in METER_CHOICES:
+            raise ValueError(f"meters must be one of {METER_CHOICES}, not {meters!r}")
+    elif profile is not None or meters is not None:
+        raise ValueError("profile and meters are options of the city family")
+    start = FAMILY_DEFAULTS[family][0] if start is None else start
+    timezone = FAMILY_DEFAULTS[family][1] if timezone is None else timezone
     if households < 1 or days < 1:
         raise ValueError("households and days must be >= 1")
     if seed < 0:
@@ -219,6 +260,8 @@ def simulate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     init = (seed, start, days, timezone, anomaly_rate, warmup_days)
+    if family != "classic":
+        init += (family, profile, meters)
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
     # chunk size: enough work per chunk to amortise process overhead, small enough for progress
@@ -281,5 +324,9 @@ def simulate(
         "rows": rows,
         "labels": counts,
     }
+    if family != "classic":  # the classic manifest stays as it always was
+        manifest["family"] = family
+        manifest["profile"] = profile
+        manifest["meters"] = meters
     write_manifest(out_dir / "manifest.json", manifest)
     return SimulationSummary(out_dir=out_dir, households=households, days=days, rows=rows, labels_by_kind=dict(counts))

@@ -28,6 +28,7 @@ class ReadingsFormatter:
         self.ts = ts
         self.template = "".join(f"{_HID},electricity,{t},%.3f\n{_HID},water,{t},%.1f\n" for t in ts)
         self.n = len(ts)
+        self._single: dict[str, str] = {}  # one-meter templates, built when first needed
 
     def format(self, hid: str, e: np.ndarray, w: np.ndarray, pe: np.ndarray | None, pw: np.ndarray | None) -> tuple[str, int]:
         """Returns (text, number of rows). ``pe``/``pw`` are presence masks (None = all present)."""
@@ -36,6 +37,12 @@ class ReadingsFormatter:
             both[0::2] = e
             both[1::2] = w
             return (self.template % tuple(both.tolist())).replace(_HID, hid), 2 * self.n
+        for meter, vals, fmt, mine, other in (("electricity", e, "%.3f", pe, pw), ("water", w, "%.1f", pw, pe)):
+            if other is not None and mine is None and not other.any():  # a home with only this meter
+                single = self._single.get(meter)
+                if single is None:
+                    single = self._single[meter] = "".join(f"{_HID},{meter},{t},{fmt}\n" for t in self.ts)
+                return (single % tuple(vals.tolist())).replace(_HID, hid), self.n
         pe = np.ones(self.n, bool) if pe is None else pe
         pw = np.ones(self.n, bool) if pw is None else pw
         el = e.tolist()
