@@ -8,6 +8,12 @@ time-ordered per meter (as the simulator, the importers and ingest write them).
 
 Nothing is skipped silently: a row that cannot be read is an error naming its line.
 
+Nor is a time zone guessed silently. A household with no zone from households.csv, when no default
+zone is given, gets the fixed-offset zone its readings are stamped with (``+08:00`` ->
+``Etc/GMT-8``, ``+00:00`` -> ``UTC``), decided at its first reading; a later reading of it with
+another offset (a zone with daylight saving time, whose rules the offsets cannot tell) stops the
+run with :class:`ZoneInferenceError`. What was inferred is counted in :class:`DetectStats`.
+
 >>> from datetime import datetime
 >>> rows = [("hh-1", "water", datetime.fromisoformat("2026-01-05T00:15:00+00:00"), 0.0)]
 >>> stats = DetectStats()
@@ -26,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from pathlib import Path
 
@@ -50,6 +56,47 @@ class MalformedFile(ValueError):
         self.path, self.line, self.problem = str(path), line, problem
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {problem}")
+
+
+class ZoneInferenceError(ValueError):
+    """A household's zone cannot be inferred from its readings' UTC offsets (no zone was given)."""
+
+
+#: The advice every inference error and notice ends with.
+SET_ZONE_HINT = "pass --timezone or --households to set it"
+
+
+def format_offset(offset: timedelta) -> str:
+    """``+08:00``, ``-03:30``, ``+00:00`` (seconds shown only if there are any).
+
+    >>> format_offset(timedelta(hours=8)), format_offset(timedelta(hours=-3, minutes=-30))
+    ('+08:00', '-03:30')
+    """
+    sign = "-" if offset < timedelta(0) else "+"
+    seconds = int(abs(offset).total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{sign}{hours:02d}:{minutes:02d}" + (f":{secs:02d}" if secs else "")
+
+
+def zone_for_offset(offset: timedelta) -> str:
+    """The IANA name of the fixed-offset zone for a UTC offset: ``UTC`` for +00:00, else ``Etc/GMT-N``
+    (the Etc names have the POSIX sign: ``Etc/GMT-8`` is UTC+8). An offset that is not a whole
+    number of hours in -12..+14 has no such name: :class:`ZoneInferenceError`.
+
+    >>> zone_for_offset(timedelta(hours=8)), zone_for_offset(timedelta(hours=-5)), zone_for_offset(timedelta(0))
+    ('Etc/GMT-8', 'Etc/GMT+5', 'UTC')
+    >>> zone_for_offset(timedelta(hours=5, minutes=30))
+    Traceback (most recent call last):
+    detectors.offline.ZoneInferenceError: UTC offset +05:30 has no fixed-offset IANA zone (Etc/GMT-N covers whole hours from -12:00 to +14:00)
+    """
+    if offset == timedelta(0):
+        return "UTC"
+    hours, rest = divmod(offset, timedelta(hours=1))
+    if rest or not -12 <= hours <= 14:
+        raise ZoneInferenceError(f"UTC offset {format_offset(offset)} has no fixed-offset IANA zone "
+                                 "(Etc/GMT-N covers whole hours from -12:00 to +14:00)")
+    return f"Etc/GMT{-hours:+d}"
 
 
 def new_monitor(household_id: str, timezone: str, config: MonitorConfig | None = None) -> HouseholdMonitor:
@@ -161,7 +208,12 @@ class DetectStats:
 
     readings: int = 0
     households: int = 0
+    #: Households not in households.csv: given the default zone, or (no default) an inferred one.
     households_without_timezone: int = 0
+    #: No default zone: households whose zone was inferred, by their readings' UTC offset (``+08:00``).
+    households_inferred_by_offset: Counter = field(default_factory=Counter)
+    #: The zone each of those offsets was taken as (``+08:00 -> Etc/GMT-8``, ``+00:00 -> UTC``).
+    inferred_zones: dict[str, str] = field(default_factory=dict)
     warnings_by_kind: Counter = field(default_factory=Counter)
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
@@ -174,38 +226,80 @@ class DetectStats:
     def readings_per_second(self) -> float:
         return self.readings / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def households_inferred(self) -> int:
+        return sum(self.households_inferred_by_offset.values())
+
+    def inference_notice(self) -> str | None:
+        """The line to tell the user when zones were inferred (``None`` if none were).
+
+        >>> stats = DetectStats(households_inferred_by_offset=Counter({"+08:00": 46}), inferred_zones={"+08:00": "Etc/GMT-8"})
+        >>> print(stats.inference_notice())
+        detect: no time zone given; 46 households' zones inferred from their readings' offsets (+08:00 -> Etc/GMT-8); pass --timezone or --households to set it
+        """
+        if not self.households_inferred_by_offset:
+            return None
+        by_offset = sorted(self.households_inferred_by_offset.items())
+        if len(by_offset) == 1:
+            mapping = f"{by_offset[0][0]} -> {self.inferred_zones[by_offset[0][0]]}"
+        else:
+            mapping = ", ".join(f"{offset} -> {self.inferred_zones[offset]}: {n}" for offset, n in by_offset)
+        utc = self.households_inferred_by_offset.get("+00:00", 0)
+        utc_note = (f"; {utc} households' readings are stamped UTC, so their days and nights are taken in UTC"
+                    if utc else "")
+        return (f"detect: no time zone given; {self.households_inferred} households' zones inferred from their "
+                f"readings' offsets ({mapping}){utc_note}; {SET_ZONE_HINT}")
+
     def summary(self) -> dict:
         return {"readings": self.readings, "households": self.households,
                 "households_default_timezone": self.households_without_timezone,
+                "households_inferred_by_offset": dict(sorted(self.households_inferred_by_offset.items())),
+                "inferred_timezones": dict(sorted(self.inferred_zones.items())),
                 "warnings": self.warnings, "warnings_by_kind": dict(sorted(self.warnings_by_kind.items())),
                 "seconds": round(self.seconds, 3), "readings_per_s": round(self.readings_per_second, 1)}
 
 
-def detect_readings(rows: Iterable[Row], timezones: Mapping[str, str] | None = None, default_timezone: str = "UTC",
+def detect_readings(rows: Iterable[Row], timezones: Mapping[str, str] | None = None,
+                    default_timezone: str | None = None,
                     config: MonitorConfig | None = None, *, monitor_factory: MonitorFactory = new_monitor,
                     stats: DetectStats | None = None, roundtrip_every: int = 0) -> Iterator[AnomalyWarning]:
     """Feed ``(household_id, meter, ts, value)`` rows, in order, to one monitor per household.
 
-    ``timezones`` gives a household's zone (households.csv); others get ``default_timezone``.
+    ``timezones`` gives a household's zone (households.csv); others get ``default_timezone``, or if
+    it is ``None``, the fixed-offset zone of their first reading's UTC offset (:func:`zone_for_offset`,
+    counted in ``stats.households_inferred_by_offset``). Such a household's later readings must carry
+    the same offset, else :class:`ZoneInferenceError` naming the household and both offsets.
     ``roundtrip_every=n`` replaces a monitor by ``loads(dumps())`` after every n-th reading (1: after
     each, what the detect stage does when its cache misses, and at every restart): a check that the
     state is complete, used by tests.
     """
     timezones = timezones or {}
-    check_timezone(default_timezone)
+    if default_timezone is not None:
+        check_timezone(default_timezone)
     stats = stats if stats is not None else DetectStats()
     stats.started = time.perf_counter()
     monitors: dict[str, HouseholdMonitor] = {}
+    inferred_offsets: dict[str, timedelta] = {}  # household -> the offset its zone was inferred from
     try:
         for household_id, meter, ts, value in rows:
             monitor = monitors.get(household_id)
             if monitor is None:
                 zone = timezones.get(household_id)
                 if zone is None:
-                    zone = default_timezone
                     stats.households_without_timezone += 1
+                    zone = default_timezone
+                    if zone is None:
+                        zone = _infer_zone(household_id, ts, stats)
+                        inferred_offsets[household_id] = ts.utcoffset()
                 monitor = monitors[household_id] = monitor_factory(household_id, zone, config)
                 stats.households += 1
+            elif inferred_offsets:
+                expected = inferred_offsets.get(household_id)
+                if expected is not None and ts.utcoffset() != expected:
+                    raise ZoneInferenceError(
+                        f"household {household_id}: readings carry UTC offsets {format_offset(expected)} and "
+                        f"{format_offset(ts.utcoffset())} (at {ts.isoformat()}), so its zone (daylight saving "
+                        f"time?) cannot be inferred from them; {SET_ZONE_HINT}")
             warnings = monitor.process(meter, ts, value)
             stats.readings += 1
             if roundtrip_every and stats.readings % roundtrip_every == 0:
@@ -217,8 +311,22 @@ def detect_readings(rows: Iterable[Row], timezones: Mapping[str, str] | None = N
         stats.seconds = time.perf_counter() - stats.started
 
 
+def _infer_zone(household_id: str, ts: datetime, stats: DetectStats) -> str:
+    """The zone of a household's first reading's UTC offset, counted in ``stats``."""
+    offset = ts.utcoffset()
+    try:
+        zone = zone_for_offset(offset)
+    except ZoneInferenceError as exc:
+        raise ZoneInferenceError(f"household {household_id}: no time zone given and its zone cannot be inferred: "
+                                 f"{exc}; {SET_ZONE_HINT}") from None
+    text = format_offset(offset)
+    stats.households_inferred_by_offset[text] += 1
+    stats.inferred_zones[text] = zone
+    return zone
+
+
 def detect_file(readings_path: Path | str, households_path: Path | str | None = None, *,
-                default_timezone: str = "UTC", config: MonitorConfig | None = None,
+                default_timezone: str | None = None, config: MonitorConfig | None = None,
                 monitor_factory: MonitorFactory = new_monitor, stats: DetectStats | None = None,
                 roundtrip_every: int = 0) -> Iterator[AnomalyWarning]:
     """:func:`detect_readings` over a canonical readings CSV, zones from an optional households.csv."""
@@ -247,5 +355,6 @@ def write_warnings(warnings: Iterable[AnomalyWarning], out: Path | str) -> int:
     return n
 
 
-__all__ = ["DetectStats", "MalformedFile", "MonitorFactory", "check_timezone", "plain_datetime", "detect_file", "detect_readings",
-           "load_household_timezones", "new_monitor", "read_readings", "write_warnings"]
+__all__ = ["DetectStats", "MalformedFile", "MonitorFactory", "ZoneInferenceError", "check_timezone", "plain_datetime",
+           "detect_file", "detect_readings", "format_offset", "load_household_timezones", "new_monitor", "read_readings",
+           "write_warnings", "zone_for_offset"]

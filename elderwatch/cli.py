@@ -61,11 +61,15 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     stats = DetectStats()
     try:
-        check_timezone(args.timezone)
+        if args.timezone is not None:  # None: each household's zone inferred from its readings' offsets
+            check_timezone(args.timezone)
         write_warnings(detect_file(args.readings, args.households, default_timezone=args.timezone, stats=stats), args.out)
-    except (MalformedFile, ValueError, OSError) as exc:
+    except (MalformedFile, ValueError, OSError) as exc:  # ZoneInferenceError is a ValueError
         print(f"elderwatch detect: error: {exc}", file=sys.stderr)
         return 2
+    notice = stats.inference_notice()
+    if notice:
+        print(notice, file=sys.stderr)
     print(json.dumps({**stats.summary(), "out": str(args.out)}))
     return 0
 
@@ -89,7 +93,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     summary = simulate(households=args.households, days=args.days, seed=args.seed, out_dir=args.out,
                        start=args.start, timezone=args.timezone, anomaly_rate=args.anomaly_rate,
-                       compress=args.compress, warmup_days=args.warmup_days)
+                       compress=args.compress, warmup_days=args.warmup_days, family=args.family,
+                       profile=args.profile, meters=args.meters)
     print(json.dumps({"out_dir": str(summary.out_dir), "households": summary.households, "days": summary.days,
                       "rows": summary.rows, "labels_by_kind": summary.labels_by_kind}))
     return 0
@@ -225,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="run the detectors over a readings file, offline (same code as the detect stage)")
     p.add_argument("--readings", type=Path, required=True, help="canonical CSV (household_id,meter,ts,value; .gz ok)")
     p.add_argument("--households", type=Path, help="households.csv: each household's timezone")
-    p.add_argument("--timezone", default="UTC", help="zone of households not in --households (default UTC)")
+    p.add_argument("--timezone", default=None,
+                   help="zone of households not in --households (default: inferred from each household's readings' "
+                        "UTC offset, +08:00 -> Etc/GMT-8, said on stderr; several offsets in a household is an error)")
     p.add_argument("--out", type=Path, required=True, help="warnings, one AnomalyWarning JSON per line")
     p.set_defaults(func=_cmd_detect)
 
@@ -239,8 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, required=True)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--start", type=date.fromisoformat, default=date(2026, 1, 5), help="first day (YYYY-MM-DD)")
-    p.add_argument("--timezone", default="Europe/London")
+    p.add_argument("--start", type=date.fromisoformat, default=None,
+                   help="first day (YYYY-MM-DD; default 2026-01-05, with --family city 2026-10-01)")
+    p.add_argument("--timezone", default=None, help="IANA zone (default Europe/London, with --family city Asia/Shanghai)")
+    p.add_argument("--family", choices=["classic", "city"], default="classic",
+                   help="classic: UK-like homes; city: elderly living alone in a Chinese city without central heating")
+    p.add_argument("--profile", choices=["homebound", "active", "traveller", "mixed"], default=None,
+                   help="city only: who lives there (default mixed: a third each)")
+    p.add_argument("--meters", choices=["both", "electricity", "water", "mixed"], default=None,
+                   help="city only: meters per home (default both; mixed: 50%% both, 35%% electricity, 15%% water)")
     p.add_argument("--anomaly-rate", type=float, default=1.0, help="scales how many anomalies are injected (0 = none)")
     p.add_argument("--warmup-days", type=int, default=28, help="no anomalies in the first days")
     p.add_argument("--compress", action="store_true", help="write readings.csv.gz")

@@ -22,6 +22,7 @@ from detectors.monitor import HouseholdMonitor
 from detectors.offline import (
     DetectStats,
     MalformedFile,
+    ZoneInferenceError,
     detect_file,
     detect_readings,
     load_household_timezones,
@@ -333,6 +334,182 @@ def test_cli_refuses_an_unknown_timezone(tmp_path, capsys):
     readings = _write_csv(tmp_path / "r.csv", _rows(n=3))
     assert main(["detect", "--readings", str(readings), "--timezone", "Nowhere/Town", "--out", str(tmp_path / "w")]) == 2
     assert "unknown time zone" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- zones inferred from the readings' offsets
+
+CST = timezone(timedelta(hours=8))  # a Chinese utility's feed: every reading stamped +08:00
+
+
+def _restamped(rows, tz):
+    """The same instants, stamped with ``tz``'s offset (as a utility in that zone writes them)."""
+    return [(h, m, ts.astimezone(tz), v) for h, m, ts, v in rows]
+
+
+def _zones_made(rows, **kwargs) -> tuple[dict[str, str], list[AnomalyWarning], DetectStats]:
+    made: dict[str, str] = {}
+
+    def factory(household_id, zone, config):
+        made[household_id] = zone
+        return FakeMonitor(household_id, zone, config)
+
+    stats = DetectStats()
+    warnings = list(detect_readings(rows, monitor_factory=factory, stats=stats, **kwargs))
+    return made, warnings, stats
+
+
+def test_plus_eight_readings_without_a_zone_are_taken_in_utc_plus_eight_not_utc():
+    rows = _restamped(_rows(), CST)
+    made, inferred, stats = _zones_made(rows)
+    assert made == {"hh-a": "Etc/GMT-8", "hh-b": "Etc/GMT-8", "hh-c": "Etc/GMT-8"}
+    assert stats.households_inferred_by_offset == {"+08:00": 3} and stats.inferred_zones == {"+08:00": "Etc/GMT-8"}
+    assert stats.households_without_timezone == 3
+    assert stats.summary()["households_inferred_by_offset"] == {"+08:00": 3}
+    assert stats.summary()["inferred_timezones"] == {"+08:00": "Etc/GMT-8"}
+    assert stats.inference_notice() == (
+        "detect: no time zone given; 3 households' zones inferred from their readings' offsets "
+        "(+08:00 -> Etc/GMT-8); pass --timezone or --households to set it")
+    assert inferred, "the fake must warn, or this test proves nothing"
+    assert all(w.evidence["local_hour"] == (w.detected_at.astimezone(timezone.utc).hour + 8) % 24 for w in inferred)
+    _, explicit, explicit_stats = _zones_made(rows, default_timezone="Etc/GMT-8")
+    assert _dumped(inferred) == _dumped(explicit) and not explicit_stats.households_inferred_by_offset
+    _, as_utc, _ = _zones_made(rows, default_timezone="UTC")
+    assert _dumped(inferred) != _dumped(as_utc)
+
+
+def test_real_monitor_a_plus_eight_household_keeps_its_nights(sample_zones):
+    """Simulated London households moved to China: the same local wall clock, stamped +08:00. With
+    the inferred zone the detectors see the nights they saw in London; taken as UTC, the night
+    falls eight hours early and night activity is raised in the morning."""
+    london = _sample_rows()
+    assert {sample_zones[h] for h in SAMPLE_HOUSEHOLDS} == {"Europe/London"}
+    wall_clock = ZoneInfo("Europe/London")
+    china = [(h, m, ts.astimezone(wall_clock).replace(tzinfo=CST), v) for h, m, ts, v in london]
+
+    def local(warnings, tz):
+        return sorted((w.household_id, w.kind.value, w.episode_start.astimezone(tz).replace(tzinfo=None),
+                       w.evidence.get("summary")) for w in warnings)
+
+    stats = DetectStats()
+    inferred = list(detect_readings(china, stats=stats))
+    assert stats.households_inferred_by_offset == {"+08:00": 2}
+    assert any(w.kind is AnomalyKind.NIGHT_ACTIVITY for w in inferred), "no night warning: this test proves nothing"
+    assert _dumped(inferred) == _dumped(detect_readings(china, default_timezone="Asia/Shanghai"))
+    assert local(inferred, CST) == local(detect_readings(london, sample_zones), wall_clock)
+    as_utc = list(detect_readings(china, default_timezone="UTC"))
+    assert local(as_utc, CST) != local(inferred, CST)
+
+
+def test_several_offsets_in_one_household_stop_the_run():
+    """+01:00 in winter, +02:00 from the end of March (Europe/Madrid): the offsets cannot tell the rules."""
+    madrid = timezone(timedelta(hours=1)), timezone(timedelta(hours=2))
+    rows = _restamped(_rows(households=("hh-b",), n=10), madrid[0]) + _restamped(_rows(households=("hh-a",), n=20), madrid[0])
+    rows += [("hh-a", Meter.WATER, (START + timedelta(days=1)).astimezone(madrid[1]), 1.0)]
+    with pytest.raises(ZoneInferenceError) as excinfo:
+        _zones_made(rows)
+    message = str(excinfo.value)
+    assert "hh-a" in message and "+01:00" in message and "+02:00" in message and "hh-b" not in message
+    assert "--timezone" in message and "--households" in message and "\n" not in message
+    # A zone given (by default or for the household) reads them as what they are: instants.
+    made, _, stats = _zones_made(rows, default_timezone="Europe/Madrid")
+    assert made == {"hh-a": "Europe/Madrid", "hh-b": "Europe/Madrid"} and not stats.households_inferred_by_offset
+    made, _, stats = _zones_made(rows, timezones={"hh-a": "Europe/Madrid"})
+    assert made == {"hh-a": "Europe/Madrid", "hh-b": "Etc/GMT-1"} and stats.households_inferred_by_offset == {"+01:00": 1}
+
+
+def test_households_in_different_offsets_each_get_their_own():
+    rows = (_restamped(_rows(households=("hh-a",), n=4), CST) + _rows(households=("hh-b",), n=4)
+            + _restamped(_rows(households=("hh-c",), n=4), timezone(timedelta(hours=-5))))
+    made, _, stats = _zones_made(_interleaved(rows))
+    assert made == {"hh-a": "Etc/GMT-8", "hh-b": "UTC", "hh-c": "Etc/GMT+5"}
+    assert stats.households_inferred_by_offset == {"+08:00": 1, "+00:00": 1, "-05:00": 1}
+    notice = stats.inference_notice()
+    assert "-05:00 -> Etc/GMT+5: 1" in notice and "+08:00 -> Etc/GMT-8: 1" in notice and "stamped UTC" in notice
+
+
+def test_an_offset_without_a_fixed_offset_zone_is_refused():
+    with pytest.raises(ZoneInferenceError, match=r"household hh-a: .*\+05:30 has no fixed-offset IANA zone.*--timezone"):
+        _zones_made(_restamped(_rows(n=2), timezone(timedelta(hours=5, minutes=30))))
+
+
+def test_utc_stamped_readings_without_a_zone_stay_utc_and_say_so():
+    made, _, stats = _zones_made(_rows())
+    assert made == {"hh-a": "UTC", "hh-b": "UTC", "hh-c": "UTC"}
+    assert stats.households_inferred_by_offset == {"+00:00": 3} and stats.inferred_zones == {"+00:00": "UTC"}
+    notice = stats.inference_notice()
+    assert "+00:00 -> UTC" in notice and "stamped UTC" in notice and "--timezone" in notice
+
+
+def test_an_explicit_zone_overrides_inference():
+    rows = _restamped(_rows(), CST)
+    made, _, stats = _zones_made(rows, default_timezone="UTC")
+    assert set(made.values()) == {"UTC"} and not stats.households_inferred_by_offset
+    assert stats.inference_notice() is None and stats.households_without_timezone == 3
+
+
+def _cli(tmp_path, capsys, readings: Path, *args: str) -> tuple[int, dict | None, str, Path]:
+    out = tmp_path / f"w{len(list(tmp_path.glob('w*.jsonl')))}.jsonl"
+    code = main(["detect", "--readings", str(readings), "--out", str(out), *args])
+    captured = capsys.readouterr()
+    return code, (json.loads(captured.out) if code == 0 else None), captured.err, out
+
+
+def test_cli_infers_plus_eight_and_says_so(tmp_path, capsys, monkeypatch):
+    import detectors.offline as offline
+
+    monkeypatch.setattr(offline, "HouseholdMonitor", FakeMonitor)
+    readings = _write_csv(tmp_path / "r.csv", _restamped(_rows(), CST))
+    code, summary, err, inferred = _cli(tmp_path, capsys, readings)
+    assert code == 0
+    assert err.strip() == ("detect: no time zone given; 3 households' zones inferred from their readings' offsets "
+                           "(+08:00 -> Etc/GMT-8); pass --timezone or --households to set it")
+    assert summary["households_inferred_by_offset"] == {"+08:00": 3}
+    assert summary["inferred_timezones"] == {"+08:00": "Etc/GMT-8"}
+    code, summary, err, explicit = _cli(tmp_path, capsys, readings, "--timezone", "Etc/GMT-8")
+    assert code == 0 and err == "" and summary["households_inferred_by_offset"] == {}
+    assert inferred.read_text() == explicit.read_text() != ""
+    code, summary, err, as_utc = _cli(tmp_path, capsys, readings, "--timezone", "UTC")
+    assert code == 0 and err == "" and summary["households_inferred_by_offset"] == {}
+    assert as_utc.read_text() != inferred.read_text()
+
+
+def test_cli_households_file_zones_are_not_inferred(tmp_path, capsys):
+    readings = _write_csv(tmp_path / "r.csv", _restamped(_rows(n=4), CST))
+    households = _households_csv(tmp_path / "h.csv", {"hh-a": "Asia/Shanghai", "hh-b": "Asia/Shanghai"})
+    code, summary, err, _ = _cli(tmp_path, capsys, readings, "--households", str(households))
+    assert code == 0 and summary["households_inferred_by_offset"] == {"+08:00": 1}
+    assert "1 households' zones inferred" in err
+
+
+def test_cli_utc_stamped_readings_get_a_notice(tmp_path, capsys):
+    readings = _write_csv(tmp_path / "r.csv", _rows(n=4))
+    code, summary, err, _ = _cli(tmp_path, capsys, readings)
+    assert code == 0 and summary["households_inferred_by_offset"] == {"+00:00": 3}
+    assert "+00:00 -> UTC" in err and "stamped UTC" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_mixed_offsets_is_an_error_and_leaves_no_output(tmp_path, capsys):
+    rows = _restamped(_rows(households=("hh-a",), n=8), timezone(timedelta(hours=1)))
+    rows += _restamped([("hh-a", Meter.WATER, START + timedelta(days=1), 1.0)], timezone(timedelta(hours=2)))
+    readings = _write_csv(tmp_path / "r.csv", rows)
+    code, _, err, out = _cli(tmp_path, capsys, readings)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("elderwatch detect: error: household hh-a: ") and "+01:00 and +02:00" in err
+    assert "--timezone" in err and "--households" in err
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+    code, _, err, out = _cli(tmp_path, capsys, readings, "--timezone", "Europe/Madrid")
+    assert code == 0 and err == "" and out.exists()
+
+
+def test_cli_subprocess_exit_code_and_message(tmp_path):
+    import subprocess
+    import sys
+
+    readings = _write_csv(tmp_path / "r.csv", _restamped(_rows(n=2), timezone(timedelta(hours=5, minutes=30))))
+    proc = subprocess.run([sys.executable, "-m", "elderwatch.cli", "detect", "--readings", str(readings),
+                           "--out", str(tmp_path / "w.jsonl")], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2, proc.stderr
+    assert "+05:30 has no fixed-offset IANA zone" in proc.stderr and "--timezone" in proc.stderr
 
 
 # --------------------------------------------------------------------------- the detect stage's state handling
