@@ -76,7 +76,8 @@ class MultiLevelMonitor(HouseholdMonitor):
 
     def __init__(self, household_id: str, timezone: str, levels: Sequence[float], *,
                  config: MonitorConfig | None = None) -> None:
-        super().__init__(household_id, timezone, config=config)
+        # levels are raw sensitivities: the configured operating points are replaced by them
+        super().__init__(household_id, timezone, config=config or MonitorConfig(sensitivity=()))
         self.levels = tuple(float(s) for s in levels)
         self._opens: list[set[AnomalyKind]] = [set() for _ in self.levels]
 
@@ -144,10 +145,8 @@ def own_rows(path: Path, processes: int, index: int, counted: list[int]) -> Iter
 
 
 def _plain(hid: str, zone: str, level: float) -> HouseholdMonitor:
-    monitor = HouseholdMonitor(hid, zone)
-    if level != 1.0:  # at 1.0: the untouched default, exactly as the detect stage runs it
-        monitor.sensitivity = {kind: level for kind in AnomalyKind}
-    return monitor
+    """A plain monitor whose operating point is ``level`` for every kind (the path the detect stage runs)."""
+    return HouseholdMonitor(hid, zone, config=MonitorConfig(sensitivity=tuple((k.value, level) for k in AnomalyKind)))
 
 
 def run_share(job: dict) -> dict:

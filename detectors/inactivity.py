@@ -34,8 +34,8 @@ True
 >>> next(hhmm for hhmm, score in scores.items() if score >= 1)  # the silent morning is not
 '08:45'
 >>> print(det.describe_one(x(t + timedelta(minutes=15), 0.0)).summary)
-no water used and no appliance switched on since 20:30 (last evening); water is usually used in about 14
-of the 67 quarter-hours since then
+no water used since 20:30 (last evening), 16.8 h; water is usually used in about 14 of the 67 quarter-hours
+since then
 """
 
 from __future__ import annotations
@@ -43,55 +43,59 @@ from __future__ import annotations
 import math
 
 from detectors.base import Detector, Finding
-from detectors.rhythm import DecayingMax, HourlyMean, HourlyPower
+from detectors.rhythm import DecayingTopK, HourlyMean, Switches
 from schemas.anomaly import AnomalyKind, Severity
+
+_METERS = ("water", "electricity")
 
 
 class InactivityDetector(Detector):
     """
     Parameters
     ----------
-    meter
-        Whose uses count as activity.
     margin
-        Threshold = the largest normal surprise + ``margin`` (in ``-log`` probability: 4 is a
-        silence about 50 times less likely than the most unusual normal one).
+        Threshold = the household's long normal silence + ``margin`` (in ``-log`` probability: 4 is a
+        silence about 50 times less likely than that one).
     min_surprise
         Floor of the threshold (``-log`` probability): a household with few normal silences
         yet still needs this much evidence.
     fading_factor
         Of the hourly activity rates (river ``EWMean``).
     half_life_days
-        How fast the largest normal silence is forgotten.
+        How fast a long normal silence is forgotten.
     min_days
         Days of data before it scores at all.
+    learn_after_days
+        Days before silences are learned as normal (the rates need a few days first).
     p_cap
         Largest per-interval probability used, so one missed interval never proves a fall.
     ratchet
-        A flagged silence is not learned, but when it ends it raises its hour's bar by this
-        factor (see :meth:`DecayingMax.nudge`).
+        A flagged silence is not learned, but when it ends it adds its hour's bar × this factor to
+        the long silences kept (so a changed habit stops alarming after a few episodes).
     max_normal_hours
-        A longer silence is an absence (a trip, a hospital stay) more than the daily rhythm: it
-        teaches only the surprise of its first ``max_normal_hours``, so a week away in the
-        warm-up does not blind the detector for months.
+        A longer silence is an absence (a trip, a hospital stay), not the daily rhythm: neither it
+        nor its hours beyond this are learned, so a week away (even in the first weeks, before
+        anything can be flagged) neither teaches that long silences are normal nor thins the rates.
     neighbours
-        A silence's bar is the largest normal one begun within this many hours of it (more for
+        A silence's bar comes from the normal silences begun within this many hours of it (more for
         long intervals, which give fewer silences to learn from: ±3 h for hourly readings).
-    power_kw, power_z
-        An appliance switched on also ends a silence: power at least ``power_kw`` and ``power_z``
-        standard deviations above this hour's usual (a kettle, a hob; not a fridge or thermostat
-        cycling). ``None`` uses the main meter only.
+    keep, rank
+        Per starting hour the ``keep`` longest normal silences are kept (forgetting); the bar is the
+        ``rank``-th longest of those begun nearby, so one extreme day does not set it.
+    switch_kw, switch_z
+        Electricity counts as activity when it changes by at least ``switch_kw`` and ``switch_z``
+        standard deviations above the changes of the appliances that run by themselves
+        (:class:`detectors.rhythm.Switches`).
     """
 
     kind = AnomalyKind.INACTIVITY
-    meters = ("water",)
+    meters = _METERS
 
-    def __init__(self, meter: str = "water", margin: float = 4.0, min_surprise: float = 6.0,
-                 fading_factor: float = 0.01, half_life_days: float = 90.0, min_days: float = 14.0,
-                 learn_after_days: float = 3.0, p_cap: float = 0.9, ratchet: float = 1.15,
-                 max_normal_hours: float = 16.0, power_kw: float | None = 0.4, power_z: float = 3.0,
-                 neighbours: int = 1) -> None:
-        self.meter = meter
+    def __init__(self, margin: float = 4.0, min_surprise: float = 6.0, fading_factor: float = 0.01,
+                 half_life_days: float = 90.0, min_days: float = 14.0, learn_after_days: float = 3.0,
+                 p_cap: float = 0.9, ratchet: float = 1.15, max_normal_hours: float = 16.0, neighbours: int = 1,
+                 keep: int = 3, rank: int = 2, switch_kw: float = 0.1, switch_z: float = 4.0,
+                 electricity_scale: float = 1.0, electricity_margin: float = 8.0) -> None:
         self.margin = margin
         self.min_surprise = min_surprise
         self.fading_factor = fading_factor
@@ -102,101 +106,142 @@ class InactivityDetector(Detector):
         self.ratchet = ratchet
         self.max_normal_hours = max_normal_hours
         self.neighbours = neighbours
-        self.power_kw = power_kw
-        self.power_z = power_z
-        self.meters = (meter,) if power_kw is None else (meter, "electricity")
-        self._rates = HourlyMean(fading_factor)
-        self._power = HourlyPower(fading_factor)
-        self._normal = [DecayingMax(half_life_days) for _ in range(24)]  # by local hour the silence began
-        self._since = None          # data time of the last use (None: no use seen yet)
+        self.keep = keep
+        self.rank = rank
+        self.switch_kw = switch_kw
+        self.switch_z = switch_z
+        self.electricity_scale = electricity_scale
+        self.electricity_margin = electricity_margin
+        self._rates = {m: HourlyMean(fading_factor) for m in _METERS}  # share of intervals with activity
+        self._switches = Switches(switch_kw, switch_z, fading_factor=fading_factor)
+        # per meter, by local hour the silence began: the longest normal silences, on that meter's clock
+        self._normal = {m: [DecayingTopK(keep, half_life_days) for _ in range(24)] for m in _METERS}
+        self._since = None          # data time of the last activity (None: none seen yet)
         self._since_hour = 0
-        self._capped = None         # the surprise when the silence passed max_normal_hours
-        self._surprise = 0.0
-        self._expected = 0.0        # uses expected during the silence (for the explanation)
-        self._intervals = 0
+        # the current silence, per meter: surprise, activity expected (for the explanation), intervals
+        self._surprise = dict.fromkeys(_METERS, 0.0)
+        self._expected = dict.fromkeys(_METERS, 0.0)
+        self._intervals = dict.fromkeys(_METERS, 0)
         self._flagged = False       # the current silence crossed the threshold
+        self._seen = 0              # meters seen: 1 water, 2 electricity
         self._first = None
 
     # -- scoring -------------------------------------------------------------------------
-    def _step(self, x: dict) -> float:
-        p = min(self._rates.get(x["hour"]), self.p_cap)
-        return -math.log1p(-p)
+    def _p(self, x: dict) -> float:
+        return min(self._rates[x["meter"]].get(x["hour"]), self.p_cap)
 
-    def usual_max(self, x: dict) -> float:
+    def _step(self, x: dict) -> float:
+        return -math.log1p(-self._p(x))
+
+    def usual_long(self, x: dict, meter: str | None = None) -> float:
+        """The long normal silence this one is compared with, on ``meter``'s clock (``-log`` probability)."""
         h = self._since_hour
         # hourly readings give one silence per hour of the day at most: pool over more hours
         n = max(self.neighbours, round(x["minutes"] / 20))
-        return max(self._normal[(h + d) % 24].get(x["ts"]) for d in range(-n, n + 1))
+        table = self._normal[meter or x["meter"]]
+        pooled = sorted((v for d in range(-n, n + 1) for v in table[(h + d) % 24].values(x["ts"])), reverse=True)
+        return pooled[self.rank - 1] if len(pooled) >= self.rank else (pooled[0] if pooled else 0.0)
 
-    def threshold(self, x: dict) -> float:
-        return max(self.min_surprise, self.usual_max(x) + self.margin)
+    def threshold(self, x: dict, meter: str | None = None) -> float:
+        if (meter or x["meter"]) == "electricity":
+            # switching is burstier than water use (a meal is several switches, then none for hours):
+            # the same surprise is less unusual, so its bar is wider
+            return max(self.min_surprise, self.usual_long(x, meter) * self.electricity_scale + self.electricity_margin)
+        return max(self.min_surprise, self.usual_long(x, meter) + self.margin)
 
-    def _use(self, x: dict) -> bool:
-        """Someone did something: water ran, or an appliance was switched on (a clear power jump)."""
-        if x["meter"] == self.meter:
+    def _active(self, x: dict) -> bool:
+        """Someone did something: water ran, or an appliance was switched on or off."""
+        if x["meter"] == "water":
             return x["active"]
-        excess, z = self._power.jump(x["hour"], x["value"] * 60.0 / x["minutes"])
-        return excess >= self.power_kw and z >= self.power_z
+        return self._switches.is_switch(x)
+
+    def _ratios(self, x: dict) -> dict[str, float]:
+        """Each meter's silence so far (``x`` included) against its own threshold."""
+        out = {}
+        for m in _METERS:
+            surprise = self._surprise[m] + (self._step(x) if m == x["meter"] else 0.0)
+            out[m] = surprise / self.threshold(x, m) if surprise else 0.0
+        return out
 
     def score_one(self, x: dict) -> float:
-        if self._since is None or not self._ready(x) or self._use(x):
+        if self._since is None or not self._ready(x) or self._active(x):
             return 0.0
-        step = self._step(x) if x["meter"] == self.meter else 0.0  # only the main meter's silence counts
-        return (self._surprise + step) / self.threshold(x)
+        # either meter's silence is evidence; the larger counts (one meter may be offline or absent)
+        return max(self._ratios(x).values())
 
     # -- learning ------------------------------------------------------------------------
     def learn_one(self, x: dict) -> None:
         if self._first is None:
             self._first = x["ts"]
+        self._seen |= 1 if x["meter"] == "water" else 2
         flagged = self.score_one(x) >= 1.0
-        main = x["meter"] == self.meter
-        if self._use(x):
+        active = self._active(x)
+        meter = x["meter"]
+        if active:
             if self._since is not None and self._ready(x, self.learn_after_days):
-                normal = self._normal[self._since_hour]
-                if not self._flagged:
-                    # a normal silence just ended; a long one teaches only its first hours
-                    normal.update(self._surprise if self._capped is None else self._capped, x["ts"])
-                elif self._flagged and self.ratchet > 1:
-                    normal.nudge(self.threshold(x) - self.margin, self.ratchet, x["ts"])
+                hours = (x["ts"] - self._since).total_seconds() / 3600
+                for m in _METERS:
+                    if not self._seen & (1 if m == "water" else 2):
+                        continue
+                    normal = self._normal[m][self._since_hour]
+                    if not self._flagged and hours <= self.max_normal_hours:
+                        normal.update(self._surprise[m], x["ts"])  # a normal silence just ended
+                    elif self._flagged and self.ratchet > 1:
+                        normal.update(self.usual_long(x, m) * self.ratchet, x["ts"])
             self._since = x["ts"]
             self._since_hour = x["local"].hour
-            self._surprise = self._expected = 0.0
-            self._capped = None
-            self._intervals = 0
+            for m in _METERS:
+                self._surprise[m] = self._expected[m] = 0.0
+                self._intervals[m] = 0
             self._flagged = False
-        elif self._since is not None and main:
-            if self._capped is None and (x["ts"] - self._since).total_seconds() > self.max_normal_hours * 3600:
-                self._capped = self._surprise
-            self._surprise += self._step(x)
-            self._expected += min(self._rates.get(x["hour"]), self.p_cap)
-            self._intervals += 1
+        elif self._since is not None:
+            self._surprise[meter] += self._step(x)
+            self._expected[meter] += self._p(x)
+            self._intervals[meter] += 1
             self._flagged = self._flagged or flagged
+        if meter == "electricity":
+            if flagged or self._flagged:
+                self._switches.follow(x)
+            else:
+                self._switches.update(x)
         if flagged or self._flagged:
             return
-        if main:
-            self._rates.update(x["hour"], 1.0 if x["active"] else 0.0)
-        else:
-            self._power.update(x["hour"], x["value"] * 60.0 / x["minutes"])
+        if not active and self._since is not None and \
+                (x["ts"] - self._since).total_seconds() > self.max_normal_hours * 3600:
+            return  # an absence (a trip in the first weeks, before anything is flagged) is not the daily rhythm
+        self._rates[meter].update(x["hour"], 1.0 if active else 0.0)
 
     # -- explaining ----------------------------------------------------------------------
+    def _meter_names(self) -> tuple[str, ...]:
+        return tuple(m for bit, m in ((1, "water"), (2, "electricity")) if self._seen & bit) or ("water",)
+
     def describe_one(self, x: dict) -> Finding:
         since_local = x["local"] - (x["ts"] - self._since)
-        expected = self._expected + min(self._rates.get(x["hour"]), self.p_cap)
-        n = self._intervals + 1
+        ratios = self._ratios(x)
+        lead = max(_METERS, key=lambda m: ratios[m])  # the meter whose silence says most
+        expected = self._expected[lead] + (self._p(x) if lead == x["meter"] else 0.0)
+        n = self._intervals[lead] + (lead == x["meter"])
         when = since_local.strftime("%H:%M")
         if since_local.date() != x["local"].date():
             when += " (last evening)" if (x["local"].date() - since_local.date()).days == 1 else f" on {since_local:%a %d %b}"
         hours = (x["ts"] - self._since).total_seconds() / 3600
+        meters = self._meter_names()
+        what = {("water",): "no water used", ("electricity",): "no appliance switched on or off",
+                ("water", "electricity"): "no water used and no appliance switched on or off"}[meters]
         unit = "quarter-hours" if 14 <= x["minutes"] <= 16 else "intervals"
+        usual = (f"water is usually used in about {expected:.0f} of the {n} {unit} since then" if lead == "water" else
+                 f"an appliance is usually switched in about {expected:.0f} of the {n} {unit} since then")
+        surprise = self._surprise[lead] + (self._step(x) if lead == x["meter"] else 0.0)
         return Finding(
             severity=Severity.HIGH,
-            summary=(f"no {self.meter} used{'' if self.power_kw is None else ' and no appliance switched on'} since "
-                     f"{when}; {self.meter} is usually used in about {expected:.0f} "
-                     f"of the {n} {unit} since then"),
+            summary=f"{what} since {when}, {hours:.1f} h; {usual}",
             episode_start=self._since,
-            evidence={"meter": self.meter, "silent_hours": round(hours, 2), "expected_uses": round(expected, 1),
-                      "surprise": round(self._surprise + self._step(x), 2), "threshold": round(self.threshold(x), 2)},
+            evidence={"meter": lead, "meters": list(meters), "silent_hours": round(hours, 2),
+                      "expected_uses": round(expected, 1), "surprise": round(surprise, 2),
+                      "threshold": round(self.threshold(x, lead), 2)},
         )
 
     def baseline(self):
-        return self._rates.snapshot(), tuple((round(m._value, 9), m.n) for m in self._normal)
+        return (tuple(self._rates[m].snapshot() for m in _METERS),
+                tuple((tuple(round(v, 9) for v in t._values), t.n) for m in _METERS for t in self._normal[m]),
+                round(self._switches.threshold(), 9))

@@ -87,6 +87,19 @@ def episode_opens(open_kinds: set[AnomalyKind], kind: AnomalyKind, score: float,
     return True
 
 
+#: Operating point per kind: the sensitivity each kind's score is multiplied by before the ≥ 1 test,
+#: chosen on each kind's own recall / false-alarm curve (``python -m bench.bench_detect_family``
+#: recommends them from the tuning data sets; its report says how). Feedback multiplies on top.
+OPERATING_POINTS: dict[str, float] = {
+    "inactivity": 1.0,
+    "continuous_flow": 1.0,
+    "surge": 1.0,
+    "night_activity": 1.0,
+    "meter_offline": 1.0,
+    "decline": 1.0,
+}
+
+
 @dataclass(frozen=True)
 class MonitorConfig:
     """Household-independent settings. Everything else is learned per household."""
@@ -97,6 +110,11 @@ class MonitorConfig:
     #: Interval assumed for a meter's first reading.
     first_interval_minutes: float = 15.0
     kinds: frozenset[AnomalyKind] = field(default_factory=lambda: frozenset(AnomalyKind))
+    #: kind (value) -> operating point; a kind not named runs at 1.0
+    sensitivity: tuple[tuple[str, float], ...] = field(default_factory=lambda: tuple(OPERATING_POINTS.items()))
+
+    def operating_point(self, kind: AnomalyKind) -> float:
+        return dict(self.sensitivity).get(kind.value, 1.0)
 
 
 class _Series:
@@ -126,7 +144,8 @@ class HouseholdMonitor:
         self._tz = ZoneInfo(timezone)
         self.detectors = [d for d in (detectors if detectors is not None else default_detectors())
                           if d.kind in self.config.kinds]
-        self.sensitivity: dict[AnomalyKind, float] = {}
+        self.sensitivity: dict[AnomalyKind, float] = {}  # per household, from staff feedback
+        self._points = {d.kind: self.config.operating_point(d.kind) for d in self.detectors}
         self.feedback = FeedbackLog()
         self.usage = RecentUsage(timezone)  # what staff see of the last 48 hours; no detector reads it
         self._series: dict[str, _Series] = {}
@@ -149,7 +168,7 @@ class HouseholdMonitor:
         for detector in self.detectors:
             if meter not in detector.meters:
                 continue
-            score = detector.score_one(x) * self.sensitivity.get(detector.kind, 1.0)
+            score = detector.score_one(x) * self._points[detector.kind] * self.sensitivity.get(detector.kind, 1.0)
             was_open = detector.kind in self._open
             if episode_opens(self._open, detector.kind, score, warm):
                 warning = self._warning(detector, x, score)
@@ -238,11 +257,15 @@ class HouseholdMonitor:
     def __getstate__(self):
         state = self.__dict__.copy()
         del state["_tz"]  # rebuilt from the name
+        del state["_points"]  # from the config
         return state
 
     def __setstate__(self, state) -> None:
         self.__dict__.update(state)
         self._tz = ZoneInfo(self.timezone)
+        if not hasattr(self.config, "sensitivity"):  # saved before operating points: ran at 1.0
+            object.__setattr__(self.config, "sensitivity", ())
+        self._points = {d.kind: self.config.operating_point(d.kind) for d in self.detectors}
         self.__dict__.setdefault("_open_warnings", {})  # states saved before episodes were reported cleared
         self.__dict__.setdefault("_cleared", [])
         if "feedback" not in state:  # pickled before feedback existed

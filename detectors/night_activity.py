@@ -32,7 +32,7 @@ pain), raised as soon as the evidence of the latest night crosses the bar.
 >>> day(t0 + timedelta(days=14), 4) is None  # up for an hour: one night is life
 True
 >>> print(day(t0 + timedelta(days=15), 4))  # two nights running are a warning
-up in the night on 2 of the last 3 nights (water at night: 3 times tonight, usually asleep 22:00-06:00)
+up in the night on 2 of the last 3 nights (water used 3 times tonight, usually asleep 22:00-06:00)
 """
 
 from __future__ import annotations
@@ -41,10 +41,12 @@ import math
 from datetime import date, datetime
 
 from detectors.base import Detector, Finding
-from detectors.rhythm import DecayingMax, HourlyMean, HourlyPower
+from detectors.rhythm import DecayingMax, HourlyMean, Switches
 from schemas.anomaly import AnomalyKind, Severity
 
 _NIGHT_SIDE = (19, 20, 21, 22, 23, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+_CORE_NIGHT = (1, 2, 3, 4)
+_METERS = ("water", "electricity")  # sleep, if any, includes some of these hours
 
 
 class NightActivityDetector(Detector):
@@ -73,13 +75,11 @@ class NightActivityDetector(Detector):
     kind = AnomalyKind.NIGHT_ACTIVITY
     meters = ("water", "electricity")
 
-    def __init__(self, meter: str = "water", nights: int = 2, window: int = 3, margin: float = 1.2,
+    def __init__(self, nights: int = 2, window: int = 3, margin: float = 1.2,
                  min_score: float = 9.0, sleep_p: float = 0.15, session_minutes: float = 60.0,
-                 power_z: float = 2.5, min_power_kw: float = 0.3,
                  fading_factor: float = 0.01,
                  half_life_days: float = 90.0, min_days: float = 14.0, learn_after_days: float = 3.0,
-                 ratchet: float = 1.0) -> None:
-        self.meter = meter
+                 ratchet: float = 1.0, switch_kw: float = 0.1, switch_z: float = 4.0, switch_cap: float = 1.5, busy_p: float = 0.25) -> None:
         self.nights = nights
         self.window = window
         self.margin = margin
@@ -91,37 +91,67 @@ class NightActivityDetector(Detector):
         self.min_days = min_days
         self.learn_after_days = learn_after_days
         self.ratchet = ratchet
-        self.power_z = power_z
-        self.min_power_kw = min_power_kw
-        self.meters = (meter, "electricity")
-        self._rates = HourlyMean(fading_factor)
-        self._power = HourlyPower(fading_factor)
+        self.switch_kw = switch_kw
+        self.switch_z = switch_z
+        self.switch_cap = switch_cap
+        self.busy_p = busy_p
+        self._rates = {m: HourlyMean(fading_factor) for m in _METERS}  # share of intervals with a sign of being up
+        self._switches = Switches(switch_kw, switch_z, fading_factor=fading_factor)
         self._busiest = DecayingMax(half_life_days)
         self._night: date | None = None     # the night being scored
         self._score = 0.0                   # its score so far: the busiest session's
         self._session = 0.0                 # score of the current session (uses close together)
         self._last_use = None               # data time of the latest surprising use
-        self._uses = 0                      # uses in sleep hours tonight
+        self._uses = 0                      # water uses in sleep hours tonight
+        self._switched = 0                  # appliances switched in sleep hours tonight
         self._first_use = None              # data time of tonight's first use in sleep hours
         # previous nights, newest last: when a disturbed night's first use was (POSIX s), else None
         self._past: list[float | None] = []
+        self._sleep_cache: tuple[int, frozenset[int]] = (-1, frozenset())  # (hour of data, sleep hours)
         self._first = None
 
     def _quiet(self, hour: int) -> bool:
-        return self._rates.count(hour) > 0 and self._rates.get(hour) < self.sleep_p
+        """Few signs of being up in this hour, on every meter this household has."""
+        seen = [r for r in self._rates.values() if r.count(hour) > 0]
+        return bool(seen) and all(r.get(hour) < self.sleep_p for r in seen)
 
-    def _sleeping(self, hour: int) -> bool:
-        return hour in _NIGHT_SIDE and self._quiet(hour)
+    def _up(self, x: dict) -> bool:
+        """A sign of someone being up: water used, or an appliance switched on or off."""
+        return x["active"] if x["meter"] == "water" else self._switches.is_switch(x)
+
+    def _busy(self, hour: int) -> bool:
+        return any(r.count(hour) > 0 and r.get(hour) >= self.busy_p for r in self._rates.values())
+
+    def _sleep_run(self) -> frozenset[int]:
+        """The household's sleep hours: quiet night-side hours between its last busy hour of the
+        evening and its first busy hour of the morning (around 03:00). A quiet hour after the morning
+        routine (out at the market at 09:00) is an outing, not sleep."""
+        i = j = _NIGHT_SIDE.index(3)
+        while i > 0 and not self._busy(_NIGHT_SIDE[i - 1]):
+            i -= 1
+        while j < len(_NIGHT_SIDE) - 1 and not self._busy(_NIGHT_SIDE[j + 1]):
+            j += 1
+        return frozenset(h for h in _NIGHT_SIDE[i:j + 1] if self._quiet(h))
+
+    def _sleeping(self, hour: int, x: dict | None = None) -> bool:
+        if hour not in _NIGHT_SIDE:
+            return False
+        if x is not None and self._sleep_cache[0] == int(x["ts"].timestamp() // 3600):
+            return hour in self._sleep_cache[1]
+        return hour in self._sleep_run()
+
+    def _refresh_sleep(self, x: dict) -> None:
+        """Sleep hours are worked out once per hour of data (in learn_one, so score_one stays pure)."""
+        key = int(x["ts"].timestamp() // 3600)
+        if self._sleep_cache[0] != key:
+            self._sleep_cache = (key, self._sleep_run())
 
     def _surprise(self, x: dict) -> float:
-        if not x["active"] or not self._sleeping(x["hour"]):
+        if not self._up(x) or not self._sleeping(x["hour"], x):
             return 0.0
-        if x["meter"] == self.meter:
-            return -math.log(max(self._rates.get(x["hour"]), 0.005))
-        excess, z = self._power.jump(x["hour"], x["value"] * 60.0 / x["minutes"])
-        if excess < self.min_power_kw or z <= self.power_z:
-            return 0.0
-        return min(z - self.power_z, 2 * self.power_z)
+        surprise = -math.log(max(self._rates[x["meter"]].get(x["hour"]), 0.005))
+        # a switch says less than a tap: a heat lamp at a toilet visit, a blanket's thermostat
+        return surprise if x["meter"] == "water" else min(surprise, self.switch_cap)
 
     def threshold(self, x: dict) -> float:
         return max(self.min_score, self.margin * self._busiest.get(x["ts"]))
@@ -154,6 +184,7 @@ class NightActivityDetector(Detector):
     def learn_one(self, x: dict) -> None:
         if self._first is None:
             self._first = x["ts"]
+        self._refresh_sleep(x)
         flagged = self.score_one(x) >= 1.0
         if self._night != x["night"]:
             if self._night is not None and self._ready(x, self.learn_after_days):
@@ -162,21 +193,25 @@ class NightActivityDetector(Detector):
                 elif self.ratchet > 1:
                     self._busiest.nudge(self.threshold(x) / self.margin, self.ratchet, x["ts"])
             _, self._past = self._tonight_and_past(x)
-            self._night, self._score, self._uses, self._first_use = x["night"], 0.0, 0, None
+            self._night, self._score, self._uses, self._switched, self._first_use = x["night"], 0.0, 0, 0, None
             self._session, self._last_use = 0.0, None
         surprise = self._surprise(x)
         if surprise > 0:
             self._session = self._session_with(x)
             self._last_use = x["ts"]
             self._score = max(self._score, self._session)
-            self._uses += x["meter"] == self.meter
+            self._uses += x["meter"] == "water"
+            self._switched += x["meter"] == "electricity"
             self._first_use = self._first_use or x["ts"]
+        up = self._up(x)
+        if x["meter"] == "electricity":
+            if flagged or self._score > self.threshold(x):
+                self._switches.follow(x)
+            else:
+                self._switches.update(x)
         if flagged or self._score > self.threshold(x):
             return  # a disturbed night is not learned as normal, even before it makes a warning
-        if x["meter"] == self.meter:
-            self._rates.update(x["hour"], 1.0 if x["active"] else 0.0)
-        else:
-            self._power.update(x["hour"], x["value"] * 60.0 / x["minutes"])
+        self._rates[x["meter"]].update(x["hour"], 1.0 if up else 0.0)
 
     def sleep_hours(self) -> str:
         hours = [h for h in _NIGHT_SIDE if self._sleeping(h)]
@@ -188,7 +223,12 @@ class NightActivityDetector(Detector):
         tonight, past = self._tonight_and_past(x)
         disturbed = sum(p is not None for p in past) + (tonight > self.threshold(x))
         same_night = self._night == x["night"]
-        uses = (self._uses if same_night else 0) + (x["meter"] == self.meter and self._surprise(x) > 0)
+        fresh = self._surprise(x) > 0
+        uses = (self._uses if same_night else 0) + (x["meter"] == "water" and fresh)
+        switched = (self._switched if same_night else 0) + (x["meter"] == "electricity" and fresh)
+        signs = [f"water used {uses} times"] if self._rates["water"].count(x["hour"]) else []
+        if self._rates["electricity"].count(x["hour"]):
+            signs.append(f"appliances switched {switched} times")
         earliest = next((p for p in past if p is not None), None)
         if earliest is not None:
             start = datetime.fromtimestamp(earliest, tz=x["ts"].tzinfo)
@@ -196,13 +236,14 @@ class NightActivityDetector(Detector):
             start = (self._first_use if same_night and self._first_use else x["ts"])
         return Finding(
             severity=Severity.LOW,
-            summary=(f"up in the night on {disturbed} of the last {self.window} nights ({self.meter} at night: "
-                     f"{uses} times tonight, usually asleep {self.sleep_hours()})"),
+            summary=(f"up in the night on {disturbed} of the last {self.window} nights ({' and '.join(signs) or 'active'} "
+                     f"tonight, usually asleep {self.sleep_hours()})"),
             episode_start=start,
-            evidence={"meter": self.meter, "disturbed_nights": int(disturbed), "nights_considered": self.window,
-                      "uses_tonight": int(uses), "night_score": round(tonight, 2),
+            evidence={"meter": "water" if self._rates["water"].count(x["hour"]) else "electricity", "disturbed_nights": int(disturbed), "nights_considered": self.window,
+                      "uses_tonight": int(uses), "switches_tonight": int(switched), "night_score": round(tonight, 2),
                       "night_threshold": round(self.threshold(x), 2), "sleep_hours": self.sleep_hours()},
         )
 
     def baseline(self):
-        return (self._rates.snapshot(), self._power.snapshot(), round(self._busiest._value, 9), self._busiest.n)
+        return (tuple(self._rates[m].snapshot() for m in _METERS), round(self._switches.threshold(), 9),
+                round(self._busiest._value, 9), self._busiest.n)

@@ -187,3 +187,129 @@ class DecayingMax:
 
     def __setstate__(self, state) -> None:
         self.half_life_days, self._value, self._at, self.n = state
+
+
+class DecayingTopK:
+    """The ``k`` largest values seen, each forgetting with a half-life in data time.
+
+    A robust "longest this household normally does": :meth:`get` with ``rank=2`` ignores the single
+    most extreme value (one trip, one odd day), which a :class:`DecayingMax` would carry for months.
+    All kept values decay together, so one time stamp serves them all.
+
+    >>> from datetime import datetime, timedelta, timezone
+    >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> top = DecayingTopK(k=3, half_life_days=10)
+    >>> for v in [4.0, 30.0, 5.0, 3.0]:
+    ...     top.update(v, t0)
+    >>> top.get(t0, rank=1), top.get(t0, rank=2), top.values(t0)
+    (30.0, 5.0, [30.0, 5.0, 4.0])
+    >>> round(top.get(t0 + timedelta(days=10), rank=2), 2)
+    2.5
+    """
+
+    __slots__ = ("k", "half_life_days", "_values", "_at", "n")
+
+    def __init__(self, k: int = 3, half_life_days: float = 60.0) -> None:
+        self.k = k
+        self.half_life_days = half_life_days
+        self._values: list[float] = []  # largest first, as they stood at _at
+        self._at: float | None = None   # POSIX seconds of the last update
+        self.n = 0
+
+    def values(self, now: datetime) -> list[float]:
+        """The kept values as they stand at ``now``, largest first."""
+        if self._at is None:
+            return []
+        days = max(now.timestamp() - self._at, 0.0) / 86400.0
+        decay = math.exp(-math.log(2) * days / self.half_life_days)
+        return [v * decay for v in self._values]
+
+    def get(self, now: datetime, rank: int = 1) -> float:
+        """The ``rank``-th largest value at ``now`` (0.0 when fewer are kept)."""
+        values = self.values(now)
+        return values[rank - 1] if len(values) >= rank else 0.0
+
+    def update(self, value: float, now: datetime) -> None:
+        values = self.values(now)
+        if len(values) >= self.k and value <= values[-1] and self._at is not None:
+            self.n += 1  # changes nothing kept: skip the restamp (cheap for the many short silences)
+            return
+        self._values = sorted(values + [float(value)], reverse=True)[: self.k]
+        self._at = now.timestamp()
+        self.n += 1
+
+    def __getstate__(self):
+        return self.k, self.half_life_days, self._values, self._at, self.n
+
+    def __setstate__(self, state) -> None:
+        self.k, self.half_life_days, self._values, self._at, self.n = state
+
+
+class Switches:
+    """Tells someone switching an appliance on or off from the loads that run by themselves.
+
+    Electricity is occupant activity only where it *changes* more than the household's automatic
+    loads make it change: a fridge or freezer cycling, standby, a thermostat. Those are learned from
+    the change between consecutive readings in the small hours (``quiet_hours``, local), when the
+    occupant is asleep: a switch is a change of at least ``min_kw`` and ``z`` standard deviations
+    above that. A kettle, the hob, lights or the television going on or off is a switch; a light left
+    on is not (it does not change), so a fall with the lights on still looks silent.
+
+    >>> from datetime import datetime, timedelta, timezone
+    >>> from detectors.base import observation
+    >>> sw = Switches()
+    >>> t0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    >>> def x(i, kwh):
+    ...     t = t0 + timedelta(minutes=15 * i)
+    ...     return observation("electricity", t, kwh, 15, local=t)
+    >>> for i in range(96 * 7):  # a week of the fridge cycling: 0.02-0.05 kWh per quarter-hour
+    ...     sw.update(x(i, 0.02 + 0.03 * (i % 3 == 0)))
+    >>> sw.is_switch(x(96 * 7, 0.02)), sw.is_switch(x(96 * 7, 0.20))  # the fridge; a kettle
+    (False, True)
+    """
+
+    __slots__ = ("min_kw", "z", "quiet_hours", "_last", "_mean", "_square")
+
+    def __init__(self, min_kw: float = 0.1, z: float = 4.0, quiet_hours: tuple[int, ...] = (1, 2, 3, 4),
+                 fading_factor: float = 0.01) -> None:
+        self.min_kw = min_kw
+        self.z = z
+        self.quiet_hours = tuple(quiet_hours)
+        self._last: float | None = None  # kW of the previous reading (None after missing data)
+        self._mean = FadingMean(fading_factor)  # |change| in the quiet hours, kW
+        self._square = FadingMean(fading_factor)
+
+    @staticmethod
+    def _kw(x: dict) -> float:
+        return x["value"] * 60.0 / x["minutes"]
+
+    def change(self, x: dict) -> float:
+        """|kW now - kW before|; 0.0 after missing data (the change is unknown)."""
+        if self._last is None or x["gap"]:
+            return 0.0
+        return abs(self._kw(x) - self._last)
+
+    def threshold(self) -> float:
+        mean = self._mean.get()
+        spread = math.sqrt(max(self._square.get() - mean * mean, 0.0))
+        return max(self.min_kw, mean + self.z * spread)
+
+    def is_switch(self, x: dict) -> bool:
+        return self.change(x) >= self.threshold()
+
+    def follow(self, x: dict) -> None:
+        """Remember this reading's power without learning from its change (a flagged interval)."""
+        self._last = self._kw(x)
+
+    def update(self, x: dict) -> None:
+        change = self.change(x)
+        if x["hour"] in self.quiet_hours and self._last is not None and not x["gap"]:
+            self._mean.update(change)
+            self._square.update(change * change)
+        self._last = self._kw(x)
+
+    def __getstate__(self):
+        return self.min_kw, self.z, self.quiet_hours, self._last, self._mean, self._square
+
+    def __setstate__(self, state) -> None:
+        self.min_kw, self.z, self.quiet_hours, self._last, self._mean, self._square = state

@@ -58,6 +58,11 @@ class SurgeDetector(Detector):
         Days before normal excess is learned (the usual power needs a few days first).
     short_margin
         Extra margin for windows of 30 minutes or less, where cooking and laundry live.
+    season_fading
+        Of the *recent* usual power per hour (the last few days): a heater that has been switched on
+        every cold evening this week is this week's usual, whatever the slow average says. It also
+        takes in a flagged run once it has ended, so a new season is followed after an evening or
+        two; a heater left on through the night stays far above the night's usual.
     """
 
     kind = AnomalyKind.SURGE
@@ -65,7 +70,8 @@ class SurgeDetector(Detector):
 
     def __init__(self, margin: float = 1.5, windows_minutes: tuple[int, ...] = (30, 60, 120, 240),
                  min_kw: float = 1.0, fading_factor: float = 0.02, half_life_days: float = 90.0,
-                 min_days: float = 14.0, learn_after_days: float = 3.0, short_margin: float = 1.4) -> None:
+                 min_days: float = 14.0, learn_after_days: float = 3.0, short_margin: float = 1.4,
+                 season_fading: float = 0.15, season_half_life_days: float = 14.0) -> None:
         self.margin = margin
         self.windows_minutes = tuple(windows_minutes)
         self.min_kw = min_kw
@@ -74,7 +80,15 @@ class SurgeDetector(Detector):
         self.min_days = min_days
         self.learn_after_days = learn_after_days
         self.short_margin = short_margin
+        self.season_fading = season_fading
         self._usual = HourlyMean(fading_factor)
+        self.season_half_life_days = season_half_life_days
+        self._season = HourlyMean(season_fading)  # recent days, per hour: follows the heating season
+        # this week's largest excess per window, every completed run included (a heater used on cold
+        # evenings at whatever hour): forgets in days, so one run left on is not normal for long
+        self._season_largest = [DecayingMax(season_half_life_days) for _ in self.windows_minutes]
+        self._run_kw: list[tuple[int, float]] = []  # (local hour, kW) of the current run of clear excess
+        self._to_season: tuple[list, list | None] = ([], None)  # ended runs not yet taken in: (kW by hour, sums)
         self._largest = [DecayingMax(half_life_days) for _ in self.windows_minutes]
         self._recent: deque[tuple[float, float]] = deque()  # (minutes, excess kWh), newest last
         self._run_start = None   # data time the current run of clear excess began
@@ -83,8 +97,12 @@ class SurgeDetector(Detector):
         self._flagged = False
         self._first = None
 
+    def usual_kw(self, hour: int) -> float:
+        """This hour's usual power: the slow average, or this week's if higher (heating season)."""
+        return max(self._usual.get(hour), self._season.get(hour))
+
     def _excess(self, x: dict) -> float:
-        usual_kwh = self._usual.get(x["hour"]) * x["minutes"] / 60.0
+        usual_kwh = self.usual_kw(x["hour"]) * x["minutes"] / 60.0
         return max(x["value"] - usual_kwh, 0.0)
 
     def _sums(self, x: dict) -> list[float]:
@@ -103,8 +121,9 @@ class SurgeDetector(Detector):
 
     def threshold(self, x: dict) -> list[float]:
         # the shortest windows are where cooking and laundry live: they need a wider margin
-        return [max(self.min_kw * w / 60.0, self.margin * (self.short_margin if w <= 30 else 1.0) * m.get(x["ts"]))
-                for w, m in zip(self.windows_minutes, self._largest)]
+        return [max(self.min_kw * w / 60.0,
+                    self.margin * (self.short_margin if w <= 30 else 1.0) * max(m.get(x["ts"]), r.get(x["ts"])))
+                for w, m, r in zip(self.windows_minutes, self._largest, self._season_largest)]
 
     def score_one(self, x: dict) -> float:
         if not self._ready(x):
@@ -128,6 +147,8 @@ class SurgeDetector(Detector):
                 self._pending = [0.0] * len(sums)
             self._pending = [max(p, s) for p, s in zip(self._pending, sums)]
             self._flagged = self._flagged or flagged
+            if len(self._run_kw) < 96:
+                self._run_kw.append((x["hour"], x["value"] * 60.0 / x["minutes"]))
         else:
             if self._run_start is not None:
                 if self._flagged or flagged:
@@ -140,17 +161,34 @@ class SurgeDetector(Detector):
             if learning and not flagged:
                 for largest, s in zip(self._largest, sums):
                     largest.update(s, x["ts"])
+            # this week's usual takes a run in once it is over, flagged or not: if it was the new
+            # season's heater, tomorrow evening's is usual; if it was left on all night, only a
+            # share of it is, and that fades unless it happens again
+            # (taken in below, at the first interval not flagged itself)
+            self._to_season = (self._to_season[0] + self._run_kw,
+                               self._pending if self._ready(x, self.learn_after_days) else self._to_season[1])
             self._run_start, self._pending, self._flagged = None, None, False
+            self._run_kw = []
         self._recent.append((x["minutes"], excess))
         while sum(m for m, _ in self._recent) > max(self.windows_minutes):
             self._recent.popleft()
-        if not flagged and not self._flagged:
+        if not flagged and (self._to_season[0] or self._to_season[1]):
+            runs_kw, sums = self._to_season
+            for hour, kw in runs_kw:
+                self._season.update(hour, kw)
+            for recent, p in zip(self._season_largest, sums or ()):
+                recent.update(p, x["ts"])
+            self._to_season = ([], None)
+        if not flagged and not self._flagged and self._run_start is None:
+            self._usual.update(x["hour"], x["value"] * 60.0 / x["minutes"])
+            self._season.update(x["hour"], x["value"] * 60.0 / x["minutes"])
+        elif not flagged and not self._flagged:
             self._usual.update(x["hour"], x["value"] * 60.0 / x["minutes"])
 
     def describe_one(self, x: dict) -> Finding:
         start = self._run_start or x["ts"] - timedelta(minutes=x["minutes"])
         minutes = (x["ts"] - start).total_seconds() / 60
-        usual_kw = self._usual.get(x["hour"])
+        usual_kw = self.usual_kw(x["hour"])
         # mean excess power over the episode so far (bounded by the longest window kept)
         span, total = x["minutes"], self._excess(x)
         for m, e in reversed(self._recent):
@@ -169,4 +207,5 @@ class SurgeDetector(Detector):
         )
 
     def baseline(self):
-        return self._usual.snapshot(), tuple((round(m._value, 9), m.n) for m in self._largest)
+        return (self._usual.snapshot(), self._season.snapshot(),
+                tuple((round(m._value, 9), m.n) for m in self._largest + self._season_largest))
