@@ -20,8 +20,10 @@ at a level are exactly those a monitor would give with that kind's operating poi
 whatever the other kinds' points are: the composite at the configured operating points is exact).
 
 Operating points: for each welfare kind, the recommendation is the *highest* level whose false alarms
-of that kind, pooled over the tuning sets, stay within the kind's budget (together 0.18 per
-household-month, leaving room under the 0.2 target for the rest). ``detectors.monitor.OPERATING_POINTS``
+of that kind, pooled over the tuning sets, stay within the kind's budget above its floor (the false
+alarms at the lowest level swept, which no sensitivity removes). The budgets add up to 0.22, the larger shares
+to the high-severity kinds (a fall, a heater left on): with the floors that is above the 0.2 target, knowingly
+(the report gives the curves). ``detectors.monitor.OPERATING_POINTS``
 holds the points in force; the report shows both and says if they differ.
 
 Writes bench/results/detect_family.md and .json.
@@ -53,8 +55,9 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.15, 1.3)
 WELFARE = ("inactivity", "continuous_flow", "surge", "night_activity")
-#: false alarms per household-month each welfare kind may spend (sum 0.18 < the 0.2 target)
-BUDGET = {"inactivity": 0.08, "night_activity": 0.04, "surge": 0.03, "continuous_flow": 0.03}
+#: false alarms per household-month each welfare kind may spend above its floor (0.22 in all: see the report);
+#: the high-severity kinds (a fall, a heater left on) get the larger shares
+BUDGET = {"inactivity": 0.10, "surge": 0.07, "night_activity": 0.03, "continuous_flow": 0.02}
 EVENTS = ("inactivity", "inactivity_day", "inactivity_night", "continuous_flow", "surge", "night_activity",
           "meter_offline")
 
@@ -132,20 +135,25 @@ def _h(x, d=1) -> str:
 
 
 def recommend(tune: list[dict], levels: Sequence[float]) -> tuple[dict[str, float], list[str]]:
-    """Per kind: the highest level within its false-alarm budget, pooled over the tuning sets."""
+    """Per kind: the highest level whose false alarms stay within its budget above its floor (the
+    false alarms at the lowest level swept, which no sensitivity removes), pooled over the tuning sets."""
     chosen, lines = {}, ["| kind | budget | " + " | ".join(f"{s:g}" for s in levels) + " |",
                          "|---|---:|" + "---:|" * len(levels)]
+
+    def pooled_fa(i: int, kind: str) -> float:
+        return sum(d["levels"][i]["fa_count"][kind] for d in tune) / sum(d["levels"][i]["household_months"] for d in tune)
+
     for kind in WELFARE:
         cells, best = [], levels[0]
+        floor = pooled_fa(0, kind)
         for i, s in enumerate(levels):
-            months = sum(d["levels"][i]["household_months"] for d in tune)
-            fa = sum(d["levels"][i]["fa_count"][kind] for d in tune) / months
+            fa = pooled_fa(i, kind)
             ev = [d["levels"][i]["events"][kind] for d in tune]
             n = sum(e["events"] for e in ev)
             hit = sum(e["same_kind_detected"] for e in ev)
             ttd = [e["ttd_median_h"] for e in ev if e["ttd_median_h"] is not None]
             cells.append(f"{fa:.2f} / {100 * hit / max(n, 1):.0f}% / {max(ttd) if ttd else 0:.1f}h")
-            if fa <= BUDGET[kind]:
+            if fa <= floor + BUDGET[kind] + 1e-9:
                 best = s
         chosen[kind] = best
         lines.append(f"| {kind} | {BUDGET[kind]:g} | " + " | ".join(f"**{c}**" if s == best else c for s, c in zip(levels, cells)) + " |")
@@ -269,9 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {kind} | {points.get(kind, 1.0):g} | {'-' if rec is None else f'{rec:g}'}"
                      f"{'' if rec is None or rec == points.get(kind, 1.0) else ' (differs)'} |")
     lines += ["", "Rule: per kind, the highest sensitivity whose false alarms of that kind, pooled over the tuning "
-              "sets, stay within its budget (" + ", ".join(f"{k} {v:g}" for k, v in BUDGET.items()) + " per household-month; "
-              "together 0.18). Each cell: pooled false alarms of the kind / same-kind recall / worst median time to detect "
-              "among the tuning sets.", "", *curve, "",
+              "sets, stay within its budget above its floor (the false alarms at the lowest level swept, 0.5, which no "
+              "sensitivity removes): " + ", ".join(f"{k} {v:g}" for k, v in BUDGET.items()) + " per household-month, "
+              "together 0.22 (the high-severity kinds get the larger shares). Each cell: pooled false alarms of the kind / same-kind recall / worst median time to detect "
+              "among the tuning sets; **bold**: the recommendation.", "", *curve, "",
               "## At the operating points, per data set and meter set", "",
               "Cells: detected/events · median time to detect. Last column: false alarms per household-month, all kinds "
               "(by kind).", "",

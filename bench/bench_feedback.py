@@ -5,7 +5,7 @@
 
 Three arms on the same simulated readings, in one pass:
 
-* ``no feedback``: every household's monitor as ``elderwatch detect`` runs it (sensitivity 1.0);
+* ``no feedback``: every household's monitor as ``elderwatch detect`` runs it (its operating points);
   it must give the recorded s=1.0 numbers of ``bench/results/detect_quality.json`` (checked in the run);
 * ``feedback``: every warning is handled by simulated staff, who know the truth (the labels):
   ``--delay-hours`` after its ``detected_at`` (data time) the outcome goes to that household's
@@ -216,7 +216,7 @@ class FeedbackArmsMonitor(HouseholdMonitor):
             raw = detector.score_one(x)
             kind = detector.kind
             for arm, open_kinds, warnings in zip(self.arms, self._opens, out):
-                score = raw * arm.sensitivity.get(kind, 1.0)
+                score = raw * self._points[kind] * arm.sensitivity.get(kind, 1.0)
                 if episode_opens(open_kinds, kind, score, warm):
                     warnings.append(self._warning(detector, x, score))
             detector.learn_one(x)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from detectors.feedback import KEEP_KEYS, FeedbackEffect
-from detectors.monitor import SENSITIVITY_BOUNDS, HouseholdMonitor
+from detectors.monitor import SENSITIVITY_BOUNDS, HouseholdMonitor, MonitorConfig
 from schemas.anomaly import AnomalyKind
 
 FA, BENIGN, HELP, EMERGENCY = "false_alarm", "benign_explained", "needed_help", "confirmed_emergency"
@@ -152,8 +152,9 @@ def _household(litres: float):
 
 @pytest.fixture(scope="module")
 def warm() -> bytes:
-    """A monitor after 29 days of normal life, saved just before the tap is left on."""
-    monitor = HouseholdMonitor("hh-000001")
+    """A monitor after 29 days of normal life, saved just before the tap is left on. Every operating
+    point at 1.0, so the scores below are the detector's and the feedback rule's alone."""
+    monitor = HouseholdMonitor("hh-000001", config=MonitorConfig(sensitivity=()))
     for meter, t, litres in _household(0.0):
         if t >= T0 + timedelta(minutes=15 * FLOW_FROM):
             break
