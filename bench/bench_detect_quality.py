@@ -651,7 +651,11 @@ def main(argv: list[str] | None = None) -> int:
         f"({run['check_warnings']}) and learned state of plain `HouseholdMonitor`s at sensitivity "
         f"{' and '.join(_name(s)[2:] for s in check_levels)} (checked in the run; the bench stops on any difference).",
         "",
-        "## Operating point: sensitivity 1.0 against the targets",
+        "## Every kind at sensitivity 1.0 against the targets",
+        "",
+        "Levels here are raw: every kind at the same sensitivity. The shipped per-kind operating points "
+        "(`detectors.monitor.OPERATING_POINTS`) and their numbers on households unlike this simulator are in "
+        "`detect_family.md`.",
         "",
         "| target | measured at sensitivity 1.0 | |",
         "|---|---|---|",

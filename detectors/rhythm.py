@@ -161,9 +161,13 @@ class DecayingMax:
         self.n = 0
 
     def get(self, now: datetime) -> float:
+        return self.get_at(now.timestamp())
+
+    def get_at(self, now: float) -> float:
+        """:meth:`get` at POSIX seconds ``now``."""
         if self._at is None:
             return 0.0
-        days = max(now.timestamp() - self._at, 0.0) / 86400.0
+        days = max(now - self._at, 0.0) / 86400.0
         return self._value * math.exp(-math.log(2) * days / self.half_life_days)
 
     def update(self, value: float, now: datetime) -> None:
@@ -268,7 +272,7 @@ class Switches:
     (False, True)
     """
 
-    __slots__ = ("min_kw", "z", "quiet_hours", "_last", "_mean", "_square")
+    __slots__ = ("min_kw", "z", "quiet_hours", "_last", "_mean", "_square", "_threshold")
 
     def __init__(self, min_kw: float = 0.1, z: float = 4.0, quiet_hours: tuple[int, ...] = (1, 2, 3, 4),
                  fading_factor: float = 0.01) -> None:
@@ -278,6 +282,7 @@ class Switches:
         self._last: float | None = None  # kW of the previous reading (None after missing data)
         self._mean = FadingMean(fading_factor)  # |change| in the quiet hours, kW
         self._square = FadingMean(fading_factor)
+        self._threshold = self._compute_threshold()
 
     @staticmethod
     def _kw(x: dict) -> float:
@@ -289,13 +294,16 @@ class Switches:
             return 0.0
         return abs(self._kw(x) - self._last)
 
-    def threshold(self) -> float:
+    def _compute_threshold(self) -> float:
         mean = self._mean.get()
         spread = math.sqrt(max(self._square.get() - mean * mean, 0.0))
         return max(self.min_kw, mean + self.z * spread)
 
+    def threshold(self) -> float:
+        return self._threshold  # changes only when the quiet hours teach something
+
     def is_switch(self, x: dict) -> bool:
-        return self.change(x) >= self.threshold()
+        return self.change(x) >= self._threshold
 
     def follow(self, x: dict) -> None:
         """Remember this reading's power without learning from its change (a flagged interval)."""
@@ -306,6 +314,7 @@ class Switches:
         if x["hour"] in self.quiet_hours and self._last is not None and not x["gap"]:
             self._mean.update(change)
             self._square.update(change * change)
+            self._threshold = self._compute_threshold()
         self._last = self._kw(x)
 
     def __getstate__(self):
@@ -313,3 +322,4 @@ class Switches:
 
     def __setstate__(self, state) -> None:
         self.min_kw, self.z, self.quiet_hours, self._last, self._mean, self._square = state
+        self._threshold = self._compute_threshold()

@@ -106,23 +106,26 @@ class SurgeDetector(Detector):
         return max(x["value"] - usual_kwh, 0.0)
 
     def _sums(self, x: dict) -> list[float]:
-        """Excess summed over each window, ending with ``x``."""
-        sums = []
-        recent = [] if x["gap"] else self._recent
-        for window in self.windows_minutes:
-            total, span = self._excess(x), x["minutes"]
-            for minutes, excess in reversed(recent):
-                if span + minutes > window + 1e-9:
-                    break
-                total += excess
-                span += minutes
-            sums.append(total)
-        return sums
+        """Excess summed over each window, ending with ``x`` (one pass back through the recent
+        intervals, the windows in increasing order)."""
+        recent = () if x["gap"] else self._recent
+        total, span = self._excess(x), x["minutes"]
+        earlier = reversed(recent)
+        step = next(earlier, None)
+        by_window = {}
+        for window in sorted(self.windows_minutes):
+            while step is not None and span + step[0] <= window + 1e-9:
+                total += step[1]
+                span += step[0]
+                step = next(earlier, None)
+            by_window[window] = total
+        return [by_window[w] for w in self.windows_minutes]
 
     def threshold(self, x: dict) -> list[float]:
         # the shortest windows are where cooking and laundry live: they need a wider margin
+        now = x["ts"].timestamp()
         return [max(self.min_kw * w / 60.0,
-                    self.margin * (self.short_margin if w <= 30 else 1.0) * max(m.get(x["ts"]), r.get(x["ts"])))
+                    self.margin * (self.short_margin if w <= 30 else 1.0) * max(m.get_at(now), r.get_at(now)))
                 for w, m, r in zip(self.windows_minutes, self._largest, self._season_largest)]
 
     def score_one(self, x: dict) -> float:
