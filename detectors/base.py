@@ -16,6 +16,7 @@ reading (see :func:`observation`); detectors never mutate it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,8 +34,36 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
+def scored_once(score_one):
+    """``score_one`` remembered for the reading just scored: the monitor asks for the score and then
+    ``learn_one`` asks again for the same ``x`` with the same state. The memo is not state (it is
+    left out of pickles and is dropped by :meth:`Detector.learned`), so ``score_one`` stays pure."""
+    @functools.wraps(score_one)
+    def remembered(self, x: dict) -> float:
+        key = (id(x), x["ts"], x["meter"], x["value"])
+        memo = self.__dict__.get("_memo")
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        score = score_one(self, x)
+        self.__dict__["_memo"] = (key, score)
+        return score
+    return remembered
+
+
 class Detector(base.AnomalyDetector):
     """A per-household detector for one kind, reading the readings of ``meters``."""
+
+    def learned(self) -> None:
+        """Called by ``learn_one`` once it has its score and before it changes anything."""
+        self.__dict__.pop("_memo", None)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_memo", None)
+        return state
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
 
     kind: AnomalyKind
     meters: tuple[str, ...] = ()

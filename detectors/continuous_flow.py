@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections import deque
 from datetime import timedelta
 
-from detectors.base import Detector, Finding, duration_text
+from detectors.base import Detector, Finding, duration_text, scored_once
 from detectors.rhythm import DecayingMax
 from schemas.anomaly import AnomalyKind, Severity
 
@@ -120,6 +120,7 @@ class ContinuousFlowDetector(Detector):
     def threshold(self, x: dict) -> list[float]:
         return [max(self.min_litres_per_hour, self.margin * m.get(x["ts"])) for m in self._highest]
 
+    @scored_once
     def score_one(self, x: dict) -> float:
         if not x["active"] or not self._ready(x):
             return 0.0
@@ -129,6 +130,7 @@ class ContinuousFlowDetector(Detector):
         if self._first is None:
             self._first = x["ts"]
         flagged = self.score_one(x) >= 1.0
+        self.learned()
         floors = self._floors(x)
         if (not x["active"] or x["gap"]) and self._run_start is not None:
             # a run just ended: its floors were normal unless it was flagged

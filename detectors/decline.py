@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 
-from detectors.base import Detector, Finding
+from detectors.base import Detector, Finding, scored_once
 from detectors.rhythm import FadingMean
 from schemas.anomaly import AnomalyKind, Severity
 
@@ -90,6 +90,7 @@ class DeclineDetector(Detector):
             days += 1
         return days, low, since, recent, usual, counted
 
+    @scored_once
     def score_one(self, x: dict) -> float:
         days, low, _, recent, usual, _ = self._close(x)
         if days < self.min_history_days or usual <= 0:
@@ -98,6 +99,7 @@ class DeclineDetector(Detector):
 
     def learn_one(self, x: dict) -> None:
         flagged = self.score_one(x) >= 1.0
+        self.learned()
         if self._day != x["day"]:
             days, low, since, _, _, counted = self._close(x)
             if counted:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 
-from detectors.base import Detector, Finding
+from detectors.base import Detector, Finding, scored_once
 from detectors.rhythm import DecayingTopK, HourlyMean, Switches
 from schemas.anomaly import AnomalyKind, Severity
 
@@ -138,9 +138,29 @@ class InactivityDetector(Detector):
         h = self._since_hour
         # hourly readings give one silence per hour of the day at most: pool over more hours
         n = max(self.neighbours, round(x["minutes"] / 20))
-        table = self._normal[meter or x["meter"]]
-        pooled = sorted((v for d in range(-n, n + 1) for v in table[(h + d) % 24].values(x["ts"])), reverse=True)
-        return pooled[self.rank - 1] if len(pooled) >= self.rank else (pooled[0] if pooled else 0.0)
+        meter = meter or x["meter"]
+        # Kept values all forget at one rate, so which one is rank-th never changes between updates:
+        # it is found once per silence (a cache, not state) and only its decay is worked out per reading.
+        cache = self.__dict__.setdefault("_bars", {})
+        key = (meter, h, n)
+        chosen = cache.get(key)
+        if chosen is None:
+            table = self._normal[meter]
+            pooled = sorted(((v, t._at) for d in range(-n, n + 1) for t in (table[(h + d) % 24],)
+                             for v in t._values), key=lambda va: (self._decayed(va, x["ts"]), va), reverse=True)
+            chosen = cache[key] = (pooled[self.rank - 1] if len(pooled) >= self.rank else
+                                   (pooled[0] if pooled else None))
+        return 0.0 if chosen is None else self._decayed(chosen, x["ts"])
+
+    def _decayed(self, value_at, now) -> float:
+        value, at = value_at  # exactly DecayingTopK.values' arithmetic
+        days = max(now.timestamp() - at, 0.0) / 86400.0
+        return value * math.exp(-math.log(2) * days / self.half_life_days)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_bars", None)
+        return state
 
     def threshold(self, x: dict, meter: str | None = None) -> float:
         if (meter or x["meter"]) == "electricity":
@@ -163,6 +183,7 @@ class InactivityDetector(Detector):
             out[m] = surprise / self.threshold(x, m) if surprise else 0.0
         return out
 
+    @scored_once
     def score_one(self, x: dict) -> float:
         if self._since is None or not self._ready(x) or self._active(x):
             return 0.0
@@ -175,6 +196,7 @@ class InactivityDetector(Detector):
             self._first = x["ts"]
         self._seen |= 1 if x["meter"] == "water" else 2
         flagged = self.score_one(x) >= 1.0
+        self.learned()
         active = self._active(x)
         meter = x["meter"]
         if active:
@@ -188,6 +210,7 @@ class InactivityDetector(Detector):
                         normal.update(self._surprise[m], x["ts"])  # a normal silence just ended
                     elif self._flagged and self.ratchet > 1:
                         normal.update(self.usual_long(x, m) * self.ratchet, x["ts"])
+            self.__dict__.pop("_bars", None)  # the tables may have changed, and a new silence begins
             self._since = x["ts"]
             self._since_hour = x["local"].hour
             for m in _METERS:

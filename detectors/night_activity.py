@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from datetime import date, datetime
 
-from detectors.base import Detector, Finding
+from detectors.base import Detector, Finding, scored_once
 from detectors.rhythm import DecayingMax, HourlyMean, Switches
 from schemas.anomaly import AnomalyKind, Severity
 
@@ -126,12 +126,18 @@ class NightActivityDetector(Detector):
         """The household's sleep hours: quiet night-side hours between its last busy hour of the
         evening and its first busy hour of the morning (around 03:00). A quiet hour after the morning
         routine (out at the market at 09:00) is an outing, not sleep."""
+        rates = list(self._rates.values())
+        quiet, busy = [], []
+        for hour in _NIGHT_SIDE:  # what _quiet and _busy say, every hour read once
+            seen = [r.get(hour) for r in rates if r.count(hour) > 0]
+            quiet.append(bool(seen) and all(p < self.sleep_p for p in seen))
+            busy.append(any(p >= self.busy_p for p in seen))
         i = j = _NIGHT_SIDE.index(3)
-        while i > 0 and not self._busy(_NIGHT_SIDE[i - 1]):
+        while i > 0 and not busy[i - 1]:
             i -= 1
-        while j < len(_NIGHT_SIDE) - 1 and not self._busy(_NIGHT_SIDE[j + 1]):
+        while j < len(_NIGHT_SIDE) - 1 and not busy[j + 1]:
             j += 1
-        return frozenset(h for h in _NIGHT_SIDE[i:j + 1] if self._quiet(h))
+        return frozenset(h for k, h in enumerate(_NIGHT_SIDE) if i <= k <= j and quiet[k])
 
     def _sleeping(self, hour: int, x: dict | None = None) -> bool:
         if hour not in _NIGHT_SIDE:
@@ -175,6 +181,7 @@ class NightActivityDetector(Detector):
             past = past + [self._first_use.timestamp() if disturbed else None] + [None] * min(gap_nights, self.window)
         return self._surprise(x), past[-(self.window - 1):] if self.window > 1 else []
 
+    @scored_once
     def score_one(self, x: dict) -> float:
         if not self._ready(x):
             return 0.0
@@ -186,6 +193,7 @@ class NightActivityDetector(Detector):
             self._first = x["ts"]
         self._refresh_sleep(x)
         flagged = self.score_one(x) >= 1.0
+        self.learned()
         if self._night != x["night"]:
             if self._night is not None and self._ready(x, self.learn_after_days):
                 if self._score <= self.threshold(x):
@@ -204,12 +212,13 @@ class NightActivityDetector(Detector):
             self._switched += x["meter"] == "electricity"
             self._first_use = self._first_use or x["ts"]
         up = self._up(x)
+        disturbed = flagged or self._score > self.threshold(x)
         if x["meter"] == "electricity":
-            if flagged or self._score > self.threshold(x):
+            if disturbed:
                 self._switches.follow(x)
             else:
                 self._switches.update(x)
-        if flagged or self._score > self.threshold(x):
+        if disturbed:
             return  # a disturbed night is not learned as normal, even before it makes a warning
         self._rates[x["meter"]].update(x["hour"], 1.0 if up else 0.0)
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections import deque
 from datetime import timedelta
 
-from detectors.base import Detector, Finding, duration_text
+from detectors.base import Detector, Finding, duration_text, scored_once
 from detectors.rhythm import DecayingMax, HourlyMean
 from schemas.anomaly import AnomalyKind, Severity
 
@@ -128,6 +128,7 @@ class SurgeDetector(Detector):
                     self.margin * (self.short_margin if w <= 30 else 1.0) * max(m.get_at(now), r.get_at(now)))
                 for w, m, r in zip(self.windows_minutes, self._largest, self._season_largest)]
 
+    @scored_once
     def score_one(self, x: dict) -> float:
         if not self._ready(x):
             return 0.0
@@ -137,6 +138,7 @@ class SurgeDetector(Detector):
         if self._first is None:
             self._first = x["ts"]
         flagged = self.score_one(x) >= 1.0
+        self.learned()
         excess = self._excess(x)
         sums = self._sums(x)
         if x["gap"]:
