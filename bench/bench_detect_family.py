@@ -32,7 +32,6 @@ Writes bench/results/detect_family.md and .json.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shlex
@@ -45,9 +44,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_detect_quality import DAIAD_SOURCE, DAIAD_ZONE, detectors_hash, machine, run_levels  # noqa: E402
+from bench.bench_detect_quality import DAIAD_SOURCE, DAIAD_ZONE, _h, detectors_hash, machine, run_levels  # noqa: E402
 from detectors.monitor import OPERATING_POINTS, MonitorConfig  # noqa: E402
-from elderwatch.evaluation import EvaluationReport, load_inputs, load_manifest  # noqa: E402
+from elderwatch.evaluation import EvaluationReport, load_households, load_inputs, load_manifest  # noqa: E402
 from elderwatch.evaluation.scoring import evaluate  # noqa: E402
 from schemas.anomaly import AnomalyWarning  # noqa: E402
 
@@ -88,11 +87,9 @@ def ensure(root: Path, name: str, family: str, profile: str | None, meters: str 
 def meter_groups(households_csv: Path) -> dict[str, set[str]]:
     """``both`` / ``electricity`` / ``water`` -> household ids (from the ``meters:`` tag; classic: both)."""
     groups: dict[str, set[str]] = {}
-    with open(households_csv, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            tags = [t.strip() for t in row["tags"].split(";")]
-            meters = next((t.split(":", 1)[1] for t in tags if t.startswith("meters:")), "both")
-            groups.setdefault(meters, set()).add(row["household_id"])
+    for home in load_households(households_csv):
+        meters = next((t.split(":", 1)[1] for t in home.tags if t.startswith("meters:")), "both")
+        groups.setdefault(meters, set()).add(home.household_id)
     return groups
 
 
@@ -128,10 +125,6 @@ def numbers(r: EvaluationReport) -> dict:
 
 def _p(x) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
-
-
-def _h(x, d=1) -> str:
-    return "-" if x is None else f"{x:.{d}f}"
 
 
 def recommend(tune: list[dict], levels: Sequence[float]) -> tuple[dict[str, float], list[str]]:
@@ -224,7 +217,7 @@ def event_row(name: str, n: dict) -> str:
     cells = []
     for k in ("inactivity", "inactivity_day", "inactivity_night", "continuous_flow", "surge", "night_activity"):
         e = n["events"][k]
-        cells.append("-" if not e["events"] else f"{e['detected']}/{e['events']} · {_h(e['ttd_median_h'])} h")
+        cells.append("-" if not e["events"] else f"{e['detected']}/{e['events']} · {_h(e['ttd_median_h'], 1)} h")
     fa = n["fa"]
     cells.append(f"**{_h(n['fa_all'], 2)}** ({', '.join(f'{k[:5]} {_h(v, 2)}' for k, v in fa.items() if v)})")
     return f"| {name} | " + " | ".join(cells) + " |"

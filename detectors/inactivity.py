@@ -82,6 +82,8 @@ class InactivityDetector(Detector):
     keep, rank
         Per starting hour the ``keep`` longest normal silences are kept (forgetting); the bar is the
         ``rank``-th longest of those begun nearby, so one extreme day does not set it.
+    electricity_margin
+        ``margin`` for the electricity clock: switching is burstier than water use.
     switch_kw, switch_z
         Electricity counts as activity when it changes by at least ``switch_kw`` and ``switch_z``
         standard deviations above the changes of the appliances that run by themselves
@@ -95,7 +97,7 @@ class InactivityDetector(Detector):
                  half_life_days: float = 90.0, min_days: float = 14.0, learn_after_days: float = 3.0,
                  p_cap: float = 0.9, ratchet: float = 1.15, max_normal_hours: float = 16.0, neighbours: int = 1,
                  keep: int = 3, rank: int = 2, switch_kw: float = 0.1, switch_z: float = 4.0,
-                 electricity_scale: float = 1.0, electricity_margin: float = 8.0) -> None:
+                 electricity_margin: float = 8.0) -> None:
         self.margin = margin
         self.min_surprise = min_surprise
         self.fading_factor = fading_factor
@@ -110,7 +112,6 @@ class InactivityDetector(Detector):
         self.rank = rank
         self.switch_kw = switch_kw
         self.switch_z = switch_z
-        self.electricity_scale = electricity_scale
         self.electricity_margin = electricity_margin
         self._rates = {m: HourlyMean(fading_factor) for m in _METERS}  # share of intervals with activity
         self._switches = Switches(switch_kw, switch_z, fading_factor=fading_factor)
@@ -145,17 +146,15 @@ class InactivityDetector(Detector):
         key = (meter, h, n)
         chosen = cache.get(key)
         if chosen is None:
-            table = self._normal[meter]
-            pooled = sorted(((v, t._at) for d in range(-n, n + 1) for t in (table[(h + d) % 24],)
-                             for v in t._values), key=lambda va: (self._decayed(va, x["ts"]), va), reverse=True)
+            pooled = sorted(((v * t.decay(t._at, x["ts"]), v, t) for d in range(-n, n + 1)
+                             for t in (self._normal[meter][(h + d) % 24],) for v in t._values),
+                            key=lambda item: item[:2], reverse=True)
             chosen = cache[key] = (pooled[self.rank - 1] if len(pooled) >= self.rank else
                                    (pooled[0] if pooled else None))
-        return 0.0 if chosen is None else self._decayed(chosen, x["ts"])
-
-    def _decayed(self, value_at, now) -> float:
-        value, at = value_at  # exactly DecayingTopK.values' arithmetic
-        days = max(now.timestamp() - at, 0.0) / 86400.0
-        return value * math.exp(-math.log(2) * days / self.half_life_days)
+        if chosen is None:
+            return 0.0
+        _, value, kept = chosen
+        return value * kept.decay(kept._at, x["ts"])  # exactly what kept.values() gives for it
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -166,7 +165,7 @@ class InactivityDetector(Detector):
         if (meter or x["meter"]) == "electricity":
             # switching is burstier than water use (a meal is several switches, then none for hours):
             # the same surprise is less unusual, so its bar is wider
-            return max(self.min_surprise, self.usual_long(x, meter) * self.electricity_scale + self.electricity_margin)
+            return max(self.min_surprise, self.usual_long(x, meter) + self.electricity_margin)
         return max(self.min_surprise, self.usual_long(x, meter) + self.margin)
 
     def _active(self, x: dict) -> bool:

@@ -220,12 +220,16 @@ class DecayingTopK:
         self._at: float | None = None   # POSIX seconds of the last update
         self.n = 0
 
+    def decay(self, at: float, now: datetime) -> float:
+        """How much a value kept at POSIX seconds ``at`` has faded by ``now``."""
+        days = max(now.timestamp() - at, 0.0) / 86400.0
+        return math.exp(-math.log(2) * days / self.half_life_days)
+
     def values(self, now: datetime) -> list[float]:
         """The kept values as they stand at ``now``, largest first."""
         if self._at is None:
             return []
-        days = max(now.timestamp() - self._at, 0.0) / 86400.0
-        decay = math.exp(-math.log(2) * days / self.half_life_days)
+        decay = self.decay(self._at, now)
         return [v * decay for v in self._values]
 
     def get(self, now: datetime, rank: int = 1) -> float:

@@ -577,7 +577,7 @@ def simulate_city_household(
     meters: str = "mixed",
 ):
     """One city household: readings per interval, labels, and ``detail`` (what happened, for tests)."""
-    from elderwatch.simulator.core import HouseholdData, _rate, _windows_to_mask
+    from elderwatch.simulator.core import HouseholdData, _rate, _windows_to_mask, machine_rates
 
     grid = ctx.grid
     kind, meter_kind = choose_kind(seed, index, profile, meters)
@@ -659,25 +659,11 @@ def simulate_city_household(
         w_min *= ~inact_mask
 
     # machine-driven: anomalies, timer light while away, water-heater standing losses (off while away)
-    m_u0, m_u1, m_kw, m_lpm = [], [], [], []
-    for sa, sb, skw in plan.surges_u:
-        m_u0.append(sa), m_u1.append(sb), m_kw.append(skw), m_lpm.append(0.0)
-    for fa, fb, flpm in plan.flows_u:
-        m_u0.append(fa), m_u1.append(fb), m_kw.append(0.0), m_lpm.append(flpm)
-    if p.timer_light and plan.absences_u:
-        for aa, ab in plan.absences_u:
-            for d in range(int(aa // DAY_MIN), int(ab // DAY_MIN) + 1):
-                on = float(grid.local_to_u(np.array([d * DAY_MIN + 1080.0]))[0])
-                lo, hi = max(on, aa), min(on + 240.0, ab)
-                if hi > lo:
-                    m_u0.append(lo), m_u1.append(hi), m_kw.append(0.03), m_lpm.append(0.0)
     mach_e = np.zeros(n)
-    if m_u0:
-        mu0 = np.rint(np.array(m_u0)).astype(np.int64)
-        mu1 = np.rint(np.array(m_u1)).astype(np.int64)
-        me = _rate(mu0, mu1, np.array(m_kw) / 60.0, N)
-        w_min += _rate(mu0, mu1, np.array(m_lpm), N)
-        mach_e = me.reshape(n, SLOT_MIN).sum(axis=1)
+    machine = machine_rates(plan, grid, timer_light=(1080.0, 240.0, 0.03) if p.timer_light else None)
+    if machine is not None:
+        w_min += machine[1]
+        mach_e = machine[0].reshape(n, SLOT_MIN).sum(axis=1)
     if r.wh_standing:  # switched off at the wall while away
         su = np.rint(grid.local_to_u(np.array(r.wh_standing))).astype(np.int64)
         sd = su + np.rint(rng.uniform(8, 20, su.size)).astype(np.int64)

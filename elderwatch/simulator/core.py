@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from elderwatch.simulator.anomalies import ALL_KINDS, Label, plan_household
+from elderwatch.simulator.anomalies import ALL_KINDS, Label, Plan, plan_household
 from elderwatch.simulator.behaviour import Events, UtcEvents, always_on, daily_routine, draw_rhythm
 from elderwatch.simulator.grid import DAY_MIN, SLOT_MIN, Grid, build_grid, outdoor_temperature
 from elderwatch.simulator.household import Profile, draw_profile, household_id, make_household
@@ -113,23 +113,10 @@ def simulate_household(
         w_min *= ~_windows_to_mask(plan.inactivity_u, N)
 
     # machine-driven anomalies and timer lights (not affected by presence)
-    m_u0, m_u1, m_kw, m_lpm = [], [], [], []
-    for sa, sb, skw in plan.surges_u:
-        m_u0.append(sa), m_u1.append(sb), m_kw.append(skw), m_lpm.append(0.0)
-    for fa, fb, flpm in plan.flows_u:
-        m_u0.append(fa), m_u1.append(fb), m_kw.append(0.0), m_lpm.append(flpm)
-    if p.timer_light and plan.absences_u:
-        for aa, ab in plan.absences_u:
-            for d in range(int(aa // DAY_MIN), int(ab // DAY_MIN) + 1):
-                on = float(grid.local_to_u(np.array([d * DAY_MIN + 1110.0]))[0])
-                lo, hi = max(on, aa), min(on + 270.0, ab)
-                if hi > lo:
-                    m_u0.append(lo), m_u1.append(hi), m_kw.append(0.06), m_lpm.append(0.0)
-    if m_u0:
-        mu0 = np.rint(np.array(m_u0)).astype(np.int64)
-        mu1 = np.rint(np.array(m_u1)).astype(np.int64)
-        e_min += _rate(mu0, mu1, np.array(m_kw) / 60.0, N)
-        w_min += _rate(mu0, mu1, np.array(m_lpm), N)
+    machine = machine_rates(plan, grid, timer_light=(1110.0, 270.0, 0.06) if p.timer_light else None)
+    if machine is not None:
+        e_min += machine[0]
+        w_min += machine[1]
 
     away_slots = (
         _windows_to_mask(plan.absences_u, N).reshape(n, SLOT_MIN).all(axis=1) if plan.absences_u else np.zeros(n, bool)
@@ -152,6 +139,30 @@ def simulate_household(
             pw = np.ones(n, bool) if pw is None else pw
             pw[k0:k1] = False
     return HouseholdData(index, p, e, w, pe, pw, plan.labels, wake, sleep)
+
+
+def machine_rates(plan: Plan, grid: Grid, timer_light: tuple[float, float, float] | None
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-minute kW and L/min of what runs whatever the occupant does: the planned surges and
+    flows, and a timer light while away (``(local minute it goes on, minutes on, kW)``). None: nothing."""
+    m_u0, m_u1, m_kw, m_lpm = [], [], [], []
+    for sa, sb, skw in plan.surges_u:
+        m_u0.append(sa), m_u1.append(sb), m_kw.append(skw), m_lpm.append(0.0)
+    for fa, fb, flpm in plan.flows_u:
+        m_u0.append(fa), m_u1.append(fb), m_kw.append(0.0), m_lpm.append(flpm)
+    if timer_light is not None and plan.absences_u:
+        at, minutes, kw = timer_light
+        for aa, ab in plan.absences_u:
+            for d in range(int(aa // DAY_MIN), int(ab // DAY_MIN) + 1):
+                on = float(grid.local_to_u(np.array([d * DAY_MIN + at]))[0])
+                lo, hi = max(on, aa), min(on + minutes, ab)
+                if hi > lo:
+                    m_u0.append(lo), m_u1.append(hi), m_kw.append(kw), m_lpm.append(0.0)
+    if not m_u0:
+        return None
+    mu0 = np.rint(np.array(m_u0)).astype(np.int64)
+    mu1 = np.rint(np.array(m_u1)).astype(np.int64)
+    return _rate(mu0, mu1, np.array(m_kw) / 60.0, grid.minutes), _rate(mu0, mu1, np.array(m_lpm), grid.minutes)
 
 
 def _chunks(total: int, size: int) -> Iterator[range]:
