@@ -40,12 +40,12 @@ def scored_once(score_one):
     left out of pickles and is dropped by :meth:`Detector.learned`), so ``score_one`` stays pure."""
     @functools.wraps(score_one)
     def remembered(self, x: dict) -> float:
-        key = (id(x), x["ts"], x["meter"], x["value"])
         memo = self.__dict__.get("_memo")
-        if memo is not None and memo[0] == key:
-            return memo[1]
+        # the same dict, unchanged (the memo holds it, so its id cannot be reused meanwhile)
+        if memo is not None and memo[0] is x and memo[1] == x["t"] and memo[2] == x["value"]:
+            return memo[3]
         score = score_one(self, x)
-        self.__dict__["_memo"] = (key, score)
+        self.__dict__["_memo"] = (x, x["t"], x["value"], score)
         return score
     return remembered
 
@@ -60,6 +60,7 @@ class Detector(base.AnomalyDetector):
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_memo", None)
+        state.pop("_first_t", None)
         return state
 
     def __setstate__(self, state) -> None:
@@ -73,7 +74,12 @@ class Detector(base.AnomalyDetector):
     def _ready(self, x: dict, days: float | None = None) -> bool:
         """At least ``days`` (default ``min_days``) of data learned before ``x``."""
         days = self.min_days if days is None else days
-        return self._first is not None and (x["ts"] - self._first).total_seconds() >= days * 86400
+        first = self.__dict__.get("_first_t")  # _first in POSIX seconds, worked out once (not state)
+        if first is None:
+            if self._first is None:
+                return False
+            first = self.__dict__["_first_t"] = self._first.timestamp()
+        return x["t"] - first >= days * 86400
 
     def describe_one(self, x: dict) -> Finding:  # pragma: no cover - every detector overrides it
         raise NotImplementedError
@@ -81,6 +87,9 @@ class Detector(base.AnomalyDetector):
     def baseline(self) -> Any:
         """What has been learned as normal (compared by the conformance suite)."""
         raise NotImplementedError
+
+
+_HALF_DAY = timedelta(hours=12)
 
 
 def observation(meter: str, ts: datetime, value: float, minutes: float, *, local: datetime, gap: bool = False) -> dict:
@@ -100,13 +109,14 @@ def observation(meter: str, ts: datetime, value: float, minutes: float, *, local
     return {
         "meter": meter,
         "ts": ts,
+        "t": ts.timestamp(),  # POSIX seconds: what the decaying maxima read
         "value": value,
         "active": value > 0,
         "minutes": minutes,
         "local": local,
         "hour": mid.hour,
         # nights run noon to noon, named by the evening's date
-        "night": (mid - timedelta(hours=12)).date(),
+        "night": (mid - _HALF_DAY).date(),
         "day": mid.date(),
         "gap": gap,
     }

@@ -118,13 +118,16 @@ class ContinuousFlowDetector(Detector):
         return floors
 
     def threshold(self, x: dict) -> list[float]:
-        return [max(self.min_litres_per_hour, self.margin * m.get(x["ts"])) for m in self._highest]
+        return [max(self.min_litres_per_hour, self.margin * m.get(x["t"])) for m in self._highest]
 
     @scored_once
     def score_one(self, x: dict) -> float:
         if not x["active"] or not self._ready(x):
             return 0.0
-        return max(f / t for f, t in zip(self._floors(x), self.threshold(x)))
+        floors = self._floors(x)
+        if not any(floors):  # no run as long as the shortest window: no bar needed
+            return 0.0
+        return max(f / t for f, t in zip(floors, self.threshold(x)))
 
     def learn_one(self, x: dict) -> None:
         if self._first is None:
@@ -137,10 +140,10 @@ class ContinuousFlowDetector(Detector):
             if self._pending is not None and self._ready(x, self.learn_after_days):
                 if not self._flagged:
                     for highest, floor in zip(self._highest, self._pending):
-                        highest.update(floor, x["ts"])
+                        highest.update(floor, x["t"])
                 elif self.ratchet > 1:
                     for highest, limit in zip(self._highest, self.threshold(x)):
-                        highest.nudge(limit / self.margin, self.ratchet, x["ts"])
+                        highest.nudge(limit / self.margin, self.ratchet, x["t"])
             self._pending = None
         if x["active"]:
             self._pending = floors if self._pending is None or x["gap"] else [
@@ -166,7 +169,7 @@ class ContinuousFlowDetector(Detector):
         floors, limits = self._floors(x), self.threshold(x)
         i = max(range(len(floors)), key=lambda k: floors[k] / limits[k])
         start_local = x["local"] - (x["ts"] - start)
-        usual = self._highest[i].get(x["ts"])
+        usual = self._highest[i].get(x["t"])
         window = self.windows[i] * x["minutes"]
         return Finding(
             severity=Severity.HIGH if minutes >= 180 else Severity.MEDIUM,

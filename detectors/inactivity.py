@@ -146,7 +146,7 @@ class InactivityDetector(Detector):
         key = (meter, h, n)
         chosen = cache.get(key)
         if chosen is None:
-            pooled = sorted(((v * t.decay(t._at, x["ts"]), v, t) for d in range(-n, n + 1)
+            pooled = sorted(((v * t.decay(t._at, x["t"]), v, t) for d in range(-n, n + 1)
                              for t in (self._normal[meter][(h + d) % 24],) for v in t._values),
                             key=lambda item: item[:2], reverse=True)
             chosen = cache[key] = (pooled[self.rank - 1] if len(pooled) >= self.rank else
@@ -154,7 +154,7 @@ class InactivityDetector(Detector):
         if chosen is None:
             return 0.0
         _, value, kept = chosen
-        return value * kept.decay(kept._at, x["ts"])  # exactly what kept.values() gives for it
+        return value * kept.decay(kept._at, x["t"])  # exactly what kept.values() gives for it
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -179,7 +179,7 @@ class InactivityDetector(Detector):
         out = {}
         for m in _METERS:
             surprise = self._surprise[m] + (self._step(x) if m == x["meter"] else 0.0)
-            out[m] = surprise / self.threshold(x, m) if surprise else 0.0
+            out[m] = surprise / self.threshold(x, m) if surprise else 0.0  # no silence: no bar needed
         return out
 
     @scored_once
@@ -206,9 +206,9 @@ class InactivityDetector(Detector):
                         continue
                     normal = self._normal[m][self._since_hour]
                     if not self._flagged and hours <= self.max_normal_hours:
-                        normal.update(self._surprise[m], x["ts"])  # a normal silence just ended
+                        normal.update(self._surprise[m], x["t"])  # a normal silence just ended
                     elif self._flagged and self.ratchet > 1:
-                        normal.update(self.usual_long(x, m) * self.ratchet, x["ts"])
+                        normal.update(self.usual_long(x, m) * self.ratchet, x["t"])
             self.__dict__.pop("_bars", None)  # the tables may have changed, and a new silence begins
             self._since = x["ts"]
             self._since_hour = x["local"].hour

@@ -146,6 +146,7 @@ class HouseholdMonitor:
                           if d.kind in self.config.kinds]
         self.sensitivity: dict[AnomalyKind, float] = {}  # per household, from staff feedback
         self._points = {d.kind: self.config.operating_point(d.kind) for d in self.detectors}
+        self._reading: dict[str, list[Detector]] = {}  # meter -> the detectors reading it (not state)
         self.feedback = FeedbackLog()
         self.usage = RecentUsage(timezone)  # what staff see of the last 48 hours; no detector reads it
         self._series: dict[str, _Series] = {}
@@ -165,9 +166,10 @@ class HouseholdMonitor:
         x, warm = observed
         meter = x["meter"]
         warnings = []
-        for detector in self.detectors:
-            if meter not in detector.meters:
-                continue
+        reading = self._reading.get(meter)
+        if reading is None:  # the detectors that read this meter, found once
+            reading = self._reading[meter] = [d for d in self.detectors if meter in d.meters]
+        for detector in reading:
             score = detector.score_one(x) * self._points[detector.kind] * self.sensitivity.get(detector.kind, 1.0)
             was_open = detector.kind in self._open
             if episode_opens(self._open, detector.kind, score, warm):
@@ -258,6 +260,7 @@ class HouseholdMonitor:
         state = self.__dict__.copy()
         del state["_tz"]  # rebuilt from the name
         del state["_points"]  # from the config
+        state.pop("_reading", None)  # from the detectors
         return state
 
     def __setstate__(self, state) -> None:
@@ -266,6 +269,7 @@ class HouseholdMonitor:
         if not hasattr(self.config, "sensitivity"):  # saved before operating points: ran at 1.0
             object.__setattr__(self.config, "sensitivity", ())
         self._points = {d.kind: self.config.operating_point(d.kind) for d in self.detectors}
+        self._reading = {}
         self.__dict__.setdefault("_open_warnings", {})  # states saved before episodes were reported cleared
         self.__dict__.setdefault("_cleared", [])
         if "feedback" not in state:  # pickled before feedback existed

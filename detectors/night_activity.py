@@ -45,7 +45,7 @@ from detectors.rhythm import DecayingMax, HourlyMean, Switches
 from schemas.anomaly import AnomalyKind, Severity
 
 _NIGHT_SIDE = (19, 20, 21, 22, 23, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
-_CORE_NIGHT = (1, 2, 3, 4)
+_NIGHT_SIDE_SET = frozenset(_NIGHT_SIDE)
 _METERS = ("water", "electricity")  # sleep, if any, includes some of these hours
 
 
@@ -129,7 +129,7 @@ class NightActivityDetector(Detector):
         rates = list(self._rates.values())
         quiet, busy = [], []
         for hour in _NIGHT_SIDE:  # what _quiet and _busy say, every hour read once
-            seen = [r.get(hour) for r in rates if r.count(hour) > 0]
+            seen = [r.values[hour] for r in rates if r.n[hour] > 0]
             quiet.append(bool(seen) and all(p < self.sleep_p for p in seen))
             busy.append(any(p >= self.busy_p for p in seen))
         i = j = _NIGHT_SIDE.index(3)
@@ -140,15 +140,15 @@ class NightActivityDetector(Detector):
         return frozenset(h for k, h in enumerate(_NIGHT_SIDE) if i <= k <= j and quiet[k])
 
     def _sleeping(self, hour: int, x: dict | None = None) -> bool:
-        if hour not in _NIGHT_SIDE:
+        if hour not in _NIGHT_SIDE_SET:
             return False
-        if x is not None and self._sleep_cache[0] == int(x["ts"].timestamp() // 3600):
+        if x is not None and self._sleep_cache[0] == int(x["t"] // 3600):
             return hour in self._sleep_cache[1]
         return hour in self._sleep_run()
 
     def _refresh_sleep(self, x: dict) -> None:
         """Sleep hours are worked out once per hour of data (in learn_one, so score_one stays pure)."""
-        key = int(x["ts"].timestamp() // 3600)
+        key = int(x["t"] // 3600)
         if self._sleep_cache[0] != key:
             self._sleep_cache = (key, self._sleep_run())
 
@@ -160,7 +160,7 @@ class NightActivityDetector(Detector):
         return surprise if x["meter"] == "water" else min(surprise, self.switch_cap)
 
     def threshold(self, x: dict) -> float:
-        return max(self.min_score, self.margin * self._busiest.get(x["ts"]))
+        return max(self.min_score, self.margin * self._busiest.get(x["t"]))
 
     def _session_with(self, x: dict) -> float:
         """The current session's score if ``x`` joins it (or starts a new one)."""
@@ -186,7 +186,8 @@ class NightActivityDetector(Detector):
         if not self._ready(x):
             return 0.0
         tonight, past = self._tonight_and_past(x)
-        return (sum(p is not None for p in past) + min(tonight / self.threshold(x), 1.0)) / self.nights
+        evidence = min(tonight / self.threshold(x), 1.0) if tonight else 0.0  # most readings: asleep or day
+        return (sum(p is not None for p in past) + evidence) / self.nights
 
     def learn_one(self, x: dict) -> None:
         if self._first is None:
@@ -197,9 +198,9 @@ class NightActivityDetector(Detector):
         if self._night != x["night"]:
             if self._night is not None and self._ready(x, self.learn_after_days):
                 if self._score <= self.threshold(x):
-                    self._busiest.update(self._score, x["ts"])  # a normal night just ended
+                    self._busiest.update(self._score, x["t"])  # a normal night just ended
                 elif self.ratchet > 1:
-                    self._busiest.nudge(self.threshold(x) / self.margin, self.ratchet, x["ts"])
+                    self._busiest.nudge(self.threshold(x) / self.margin, self.ratchet, x["t"])
             _, self._past = self._tonight_and_past(x)
             self._night, self._score, self._uses, self._switched, self._first_use = x["night"], 0.0, 0, 0, None
             self._session, self._last_use = 0.0, None

@@ -123,24 +123,29 @@ class SurgeDetector(Detector):
 
     def threshold(self, x: dict) -> list[float]:
         # the shortest windows are where cooking and laundry live: they need a wider margin
-        now = x["ts"].timestamp()
+        now = x["t"]
         return [max(self.min_kw * w / 60.0,
-                    self.margin * (self.short_margin if w <= 30 else 1.0) * max(m.get_at(now), r.get_at(now)))
+                    self.margin * (self.short_margin if w <= 30 else 1.0) * max(m.get(now), r.get(now)))
                 for w, m, r in zip(self.windows_minutes, self._largest, self._season_largest)]
 
     @scored_once
+    def _scored(self, x: dict) -> tuple[float, list[float]]:
+        """The score and the window sums behind it: ``learn_one`` needs both, the monitor asked first."""
+        sums = self._sums(x)
+        if not self._ready(x) or not any(sums):  # no excess at all (most readings): no bar needed
+            return 0.0, sums
+        return max(s / t for s, t in zip(sums, self.threshold(x))), sums
+
     def score_one(self, x: dict) -> float:
-        if not self._ready(x):
-            return 0.0
-        return max(s / t for s, t in zip(self._sums(x), self.threshold(x)))
+        return self._scored(x)[0]
 
     def learn_one(self, x: dict) -> None:
         if self._first is None:
             self._first = x["ts"]
-        flagged = self.score_one(x) >= 1.0
+        score, sums = self._scored(x)
+        flagged = score >= 1.0
         self.learned()
         excess = self._excess(x)
-        sums = self._sums(x)
         if x["gap"]:
             self._recent.clear()
         learning = self._ready(x, self.learn_after_days) and (self._quiet_until is None or x["ts"] >= self._quiet_until)
@@ -162,10 +167,10 @@ class SurgeDetector(Detector):
                     learning = False
                 elif learning:
                     for largest, p in zip(self._largest, self._pending):
-                        largest.update(p, x["ts"])
+                        largest.update(p, x["t"])
             if learning and not flagged:
                 for largest, s in zip(self._largest, sums):
-                    largest.update(s, x["ts"])
+                    largest.update(s, x["t"])
             # this week's usual takes a run in once it is over, flagged or not: if it was the new
             # season's heater, tomorrow evening's is usual; if it was left on all night, only a
             # share of it is, and that fades unless it happens again
@@ -175,14 +180,15 @@ class SurgeDetector(Detector):
             self._run_start, self._pending, self._flagged = None, None, False
             self._run_kw = []
         self._recent.append((x["minutes"], excess))
-        while sum(m for m, _ in self._recent) > max(self.windows_minutes):
-            self._recent.popleft()
+        span, longest = sum(m for m, _ in self._recent), max(self.windows_minutes)
+        while span > longest:
+            span -= self._recent.popleft()[0]
         if not flagged and (self._to_season[0] or self._to_season[1]):
             runs_kw, sums = self._to_season
             for hour, kw in runs_kw:
                 self._season.update(hour, kw)
             for recent, p in zip(self._season_largest, sums or ()):
-                recent.update(p, x["ts"])
+                recent.update(p, x["t"])
             self._to_season = ([], None)
         if not flagged and not self._flagged and self._run_start is None:
             self._usual.update(x["hour"], x["value"] * 60.0 / x["minutes"])
