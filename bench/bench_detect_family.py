@@ -48,6 +48,7 @@ from bench.bench_detect_quality import DAIAD_SOURCE, DAIAD_ZONE, _h, detectors_h
 from detectors.monitor import OPERATING_POINTS, MonitorConfig  # noqa: E402
 from elderwatch.evaluation import EvaluationReport, load_households, load_inputs, load_manifest  # noqa: E402
 from elderwatch.evaluation.scoring import evaluate  # noqa: E402
+from elderwatch.tuning.choose import BUDGET as TUNE_BUDGET  # noqa: E402
 from schemas.anomaly import AnomalyWarning  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.15, 1.3)
 WELFARE = ("inactivity", "continuous_flow", "surge", "night_activity")
 #: false alarms per household-month each welfare kind may spend above its floor (0.22 in all: see the report);
 #: the high-severity kinds (a fall, a heater left on) get the larger shares
-BUDGET = {"inactivity": 0.10, "surge": 0.07, "night_activity": 0.03, "continuous_flow": 0.02}
+BUDGET = TUNE_BUDGET  # the rule `elderwatch tune` applies (elderwatch/tuning/choose.py)
 EVENTS = ("inactivity", "inactivity_day", "inactivity_night", "continuous_flow", "surge", "night_activity",
           "meter_offline")
 

@@ -35,7 +35,6 @@ import shlex
 import subprocess
 import sys
 import time
-import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -44,12 +43,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detectors.monitor import HouseholdMonitor, MonitorConfig, episode_opens  # noqa: E402
+from detectors.monitor import HouseholdMonitor, MonitorConfig  # noqa: E402
 from elderwatch.canonical_csv import HEADER, open_csv  # noqa: E402
 from elderwatch.evaluation import BASELINES, EvaluationReport, load_inputs, load_manifest  # noqa: E402
 from elderwatch.evaluation.files import EVENT_KINDS  # noqa: E402
+from elderwatch.tuning.sweep import MultiLevelMonitor, share  # noqa: E402  (the product's one-pass sweep)
 from schemas.anomaly import AnomalyKind, AnomalyWarning  # noqa: E402
-from schemas.readings import Meter  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -66,55 +65,9 @@ EVENT_COLUMNS = ["inactivity", "inactivity_day", "inactivity_night", "continuous
 # ------------------------------------------------------------------------------------------------
 # Every sensitivity level in one pass
 # ------------------------------------------------------------------------------------------------
-class MultiLevelMonitor(HouseholdMonitor):
-    """A :class:`HouseholdMonitor` whose episodes are tracked at several sensitivity levels at once.
-
-    Level ``s`` behaves as a plain monitor with ``sensitivity[kind] = s`` for every kind: the raw
-    ``score_one(x)`` is computed once and multiplied by ``s``, exactly as ``process`` multiplies
-    it by the kind's sensitivity, before the ``>= 1`` test. ``learn_one`` runs once per reading.
-    """
-
-    def __init__(self, household_id: str, timezone: str, levels: Sequence[float], *,
-                 config: MonitorConfig | None = None) -> None:
-        # levels are raw sensitivities: the configured operating points are replaced by them
-        super().__init__(household_id, timezone, config=config or MonitorConfig(sensitivity=()))
-        self.levels = tuple(float(s) for s in levels)
-        self._opens: list[set[AnomalyKind]] = [set() for _ in self.levels]
-
-    def process(self, meter, ts, value):  # noqa: D102 - one level only would be a plain monitor
-        raise TypeError("MultiLevelMonitor: use process_levels()")
-
-    def process_levels(self, meter: Meter | str, ts: datetime, value: float) -> list[list[AnomalyWarning]]:
-        """:meth:`HouseholdMonitor.process` at every level: its ``observe`` and ``episode_opens``, the
-        detector loop with one ``score_one`` and one ``learn_one`` per detector. New warnings per level."""
-        out: list[list[AnomalyWarning]] = [[] for _ in self.levels]
-        observed = self.observe(meter, ts, value)
-        if observed is None:
-            return out
-        x, warm = observed
-        meter = x["meter"]
-        assert not self.sensitivity, "per-kind sensitivity is replaced by the levels here"
-        for detector in self.detectors:
-            if meter not in detector.meters:
-                continue
-            raw = detector.score_one(x)
-            kind = detector.kind
-            for level, open_kinds, warnings in zip(self.levels, self._opens, out):
-                score = raw * level
-                if episode_opens(open_kinds, kind, score, warm):
-                    warnings.append(self._warning(detector, x, score))
-            detector.learn_one(x)
-        return out
-
-
 # ------------------------------------------------------------------------------------------------
 # Streaming the readings in worker processes
 # ------------------------------------------------------------------------------------------------
-def share(household_id: str, processes: int) -> int:
-    """Which worker handles a household: a stable hash (not Python's salted ``hash``)."""
-    return zlib.crc32(household_id.encode()) % processes
-
-
 def iter_rows(path: Path) -> Iterator[tuple[str, str, str, str]]:
     """Raw ``(household_id, meter, ts, value)`` text of a canonical readings CSV."""
     with open_csv(Path(path)) as handle:

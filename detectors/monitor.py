@@ -56,6 +56,7 @@ from detectors.night_activity import NightActivityDetector
 from detectors.surge import SurgeDetector
 from detectors.usage import RecentUsage
 from schemas.anomaly import WELFARE_KINDS, AnomalyKind, AnomalyWarning
+from schemas.detection import DetectionConfig
 from schemas.readings import Meter
 
 #: Feedback may move a kind's sensitivity only within these bounds.
@@ -87,6 +88,9 @@ def episode_opens(open_kinds: set[AnomalyKind], kind: AnomalyKind, score: float,
     return True
 
 
+#: ``MonitorConfig.version`` without a detection config file: the operating points below.
+BUILTIN_VERSION = "builtin"
+
 #: Operating point per kind: the sensitivity each kind's score is multiplied by before the ≥ 1 test,
 #: chosen on each kind's own recall / false-alarm curve (``python -m bench.bench_detect_family``
 #: recommends them from the tuning data sets; its report says how). Feedback multiplies on top.
@@ -112,9 +116,19 @@ class MonitorConfig:
     kinds: frozenset[AnomalyKind] = field(default_factory=lambda: frozenset(AnomalyKind))
     #: kind (value) -> operating point; a kind not named runs at 1.0
     sensitivity: tuple[tuple[str, float], ...] = field(default_factory=lambda: tuple(OPERATING_POINTS.items()))
+    #: recorded on every warning (``AnomalyWarning.config_version``): which settings raised it
+    version: str = BUILTIN_VERSION
 
     def operating_point(self, kind: AnomalyKind) -> float:
         return dict(self.sensitivity).get(kind.value, 1.0)
+
+    @classmethod
+    def from_detection(cls, detection: DetectionConfig, **overrides) -> "MonitorConfig":
+        """The monitor settings of a detection config file: its kinds' sensitivities over the built-in
+        operating points, its warm-up and its version."""
+        points = {**OPERATING_POINTS, **detection.sensitivity}
+        return cls(sensitivity=tuple(points.items()), warmup_days=detection.warmup_days, version=detection.version,
+                   **overrides)
 
 
 class _Series:
@@ -183,6 +197,13 @@ class HouseholdMonitor:
             detector.learn_one(x)
         return warnings
 
+    def use_config(self, config: MonitorConfig) -> None:
+        """Warn under ``config`` from now on (the detection config the worker runs with, which may be newer
+        than the one this state was saved under). What was learned stays: settings only gate warnings."""
+        if config is not self.config:
+            self.config = config
+            self._points = {d.kind: config.operating_point(d.kind) for d in self.detectors}
+
     def take_cleared(self) -> list[tuple[AnomalyKind, str]]:
         """Episodes that ended since the last call: (kind, the warning_id that opened it). The detect
         stage tells the ticket loop (``condition_cleared``); offline runs may ignore them."""
@@ -225,7 +246,8 @@ class HouseholdMonitor:
         return AnomalyWarning.for_episode(
             household_id=self.household_id, kind=detector.kind, meter=Meter(meter) if meter else None,
             episode_start=finding.episode_start, detected_at=x["ts"], score=score, severity=finding.severity,
-            summary=finding.summary, evidence={k: v for k, v in finding.evidence.items() if k != "meter"})
+            summary=finding.summary, evidence={k: v for k, v in finding.evidence.items() if k != "meter"},
+            config_version=self.config.version)
 
     def recent_usage(self, now: datetime | None = None) -> dict:
         """The household's recent use per meter, JSON-ready (:meth:`detectors.usage.RecentUsage.summary`)."""
@@ -268,6 +290,8 @@ class HouseholdMonitor:
         self._tz = ZoneInfo(self.timezone)
         if not hasattr(self.config, "sensitivity"):  # saved before operating points: ran at 1.0
             object.__setattr__(self.config, "sensitivity", ())
+        if not hasattr(self.config, "version"):  # saved before detection config files
+            object.__setattr__(self.config, "version", BUILTIN_VERSION)
         self._points = {d.kind: self.config.operating_point(d.kind) for d in self.detectors}
         self._reading = {}
         self.__dict__.setdefault("_open_warnings", {})  # states saved before episodes were reported cleared

@@ -125,6 +125,8 @@ class Ticket(BaseModel):
     kind: str
     severity: str
     summary: str | None = Field(default=None, description="The first warning's sentence for a community worker.")
+    config_version: str | None = Field(default=None, description="The detection config the first warning was raised "
+                                                                  "under (an audit's answer to 'which setting').")
     state: State = State.OPEN
     chain: tuple[str, ...] = Field(description="Who is asked, in order: primary worker, backup, supervisor.")
     escalation_level: int = 0
@@ -200,7 +202,7 @@ ALLOWED: dict[State, tuple[EventKind, ...]] = {
 
 
 def open_ticket(warning_id: str, *, household_id: str, kind: str, severity: str, chain: tuple[str, ...],
-                at: datetime, summary: str | None = None) -> Ticket:
+                at: datetime, summary: str | None = None, config_version: str | None = None) -> Ticket:
     """A new ticket for a warning; its id is the warning's (stable, so a replay opens the same).
 
     It is due at once: :func:`due` turns an open ticket into its dispatch, so a dispatch lost on the
@@ -209,7 +211,8 @@ def open_ticket(warning_id: str, *, household_id: str, kind: str, severity: str,
     if not chain:
         raise ValueError("a ticket needs at least one person to ask (the household's primary worker)")
     return Ticket(ticket_id=warning_id, household_id=household_id, kind=kind, severity=severity, summary=summary, chain=chain,
-                  warning_ids=(warning_id,), opened_at=at, deadline=at, seen_keys=(f"warning:{warning_id}",))
+                  warning_ids=(warning_id,), opened_at=at, deadline=at, seen_keys=(f"warning:{warning_id}",),
+                  config_version=config_version)
 
 
 def apply(ticket: Ticket, event: Event, policy: Policy = POLICY) -> Result:

@@ -12,8 +12,16 @@ from pathlib import Path
 def _cmd_worker(args: argparse.Namespace) -> int:
     from elderwatch.settings import Settings
     from elderwatch.worker import run_worker
+    from schemas.detection import DetectionConfig, DetectionConfigError
 
-    run_worker(Settings(), loglevel=args.loglevel)
+    settings = Settings()
+    if settings.detection_config is not None:  # refused before anything starts, in one line
+        try:
+            DetectionConfig.load(settings.detection_config)
+        except DetectionConfigError as exc:
+            print(f"elderwatch worker: bad ELDERWATCH_DETECTION_CONFIG: {exc}", file=sys.stderr)
+            return 2
+    run_worker(settings, loglevel=args.loglevel)
     return 0
 
 
@@ -59,11 +67,21 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _cmd_detect(args: argparse.Namespace) -> int:
     from detectors.offline import DetectStats, MalformedFile, check_timezone, detect_file, write_warnings
 
+    from detectors.monitor import MonitorConfig
+    from schemas.detection import DetectionConfig, DetectionConfigError
+
     stats = DetectStats()
+    try:
+        config = (MonitorConfig.from_detection(DetectionConfig.load(args.detection_config))
+                  if args.detection_config else None)
+    except DetectionConfigError as exc:
+        print(f"elderwatch detect: bad detection config: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.timezone is not None:  # None: each household's zone inferred from its readings' offsets
             check_timezone(args.timezone)
-        write_warnings(detect_file(args.readings, args.households, default_timezone=args.timezone, stats=stats), args.out)
+        write_warnings(detect_file(args.readings, args.households, default_timezone=args.timezone, stats=stats,
+                                   config=config), args.out)
     except (MalformedFile, ValueError, OSError) as exc:  # ZoneInferenceError is a ValueError
         print(f"elderwatch detect: error: {exc}", file=sys.stderr)
         return 2
@@ -233,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timezone", default=None,
                    help="zone of households not in --households (default: inferred from each household's readings' "
                         "UTC offset, +08:00 -> Etc/GMT-8, said on stderr; several offsets in a household is an error)")
+    p.add_argument("--detection-config", type=Path, default=None,
+                   help="detection.toml (as `elderwatch tune` writes it): sensitivities per kind, warm-up; its version "
+                        "is recorded on every warning. Default: the built-in operating points")
     p.add_argument("--out", type=Path, required=True, help="warnings, one AnomalyWarning JSON per line")
     p.set_defaults(func=_cmd_detect)
 
@@ -273,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-days", type=float, help="warm-up (default: the manifest's; 28 days from each household's "
                                                      "first reading for unlabelled data)")
     p.set_defaults(func=_cmd_evaluate)
+
+    from elderwatch.tuning.command import add_parser as add_tune_parser
+
+    add_tune_parser(sub)
 
     p = sub.add_parser("broker", help="local Apache Kafka for development: fetch | run [--port N]")
     p.add_argument("broker_args", nargs=argparse.REMAINDER)

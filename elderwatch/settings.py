@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # Detect
     default_timezone: str = Field(default="UTC", description="IANA zone of a household not listed in households_file.")
     households_file: Path | None = Field(default=None, description="households.csv (its timezone column); read once at start.")
+    detection_config: Path | None = Field(default=None, description="detection.toml from `elderwatch tune`: sensitivity "
+                                                                   "per kind and warm-up; read once at start.")
     # Tickets
     ticket_timer_interval_s: float = Field(default=10.0, gt=0, description="How often deadlines are checked.")
     ack_timeout_high_min: float = Field(default=15.0, gt=0, description="Minutes a high-severity dispatch waits for an acknowledgement before escalating.")

@@ -63,14 +63,17 @@ class AnomalyWarning(BaseModel):
     severity: Severity
     evidence: dict[str, Any] = Field(description="'summary' is a sentence for a community worker; the rest are "
                                                  "the numbers behind it.")
+    config_version: str | None = Field(default=None, description="The detection config it was raised under "
+                                                                  "('builtin': no config file; None: before configs).")
 
     @classmethod
     def for_episode(cls, *, household_id: str, kind: AnomalyKind, meter: Meter | None, episode_start: datetime,
                     detected_at: datetime, score: float, severity: Severity, summary: str,
-                    evidence: dict[str, Any] | None = None) -> "AnomalyWarning":
+                    evidence: dict[str, Any] | None = None, config_version: str | None = None) -> "AnomalyWarning":
         return cls(warning_id=f"{household_id}/{kind.value}/{episode_start.isoformat()}", household_id=household_id,
                    kind=kind, meter=meter, episode_start=episode_start, detected_at=detected_at,
-                   score=round(float(score), 3), severity=severity, evidence={"summary": summary, **(evidence or {})})
+                   score=round(float(score), 3), severity=severity, evidence={"summary": summary, **(evidence or {})},
+                   config_version=config_version)
 
     @property
     def summary(self) -> str:

@@ -93,13 +93,13 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     register_ingest_agents(app, t, series_state_table(app, settings), metrics, settings, clock=clock)
 
     from detectors.offline import load_household_timezones
-    from streams.detect import register_detect_agent
+    from streams.detect import monitor_config, register_detect_agent
     from streams.tables import detect_state_table
 
     detect_metrics = DetectMetrics(metrics.registry)  # one registry: one /metrics page
     timezones = load_household_timezones(settings.households_file) if settings.households_file else {}
     register_detect_agent(app, t, detect_state_table(app, settings), detect_metrics, settings, timezones=timezones,
-                          clock=clock)
+                          clock=clock, config=monitor_config(settings))
 
     from streams.tables import ticket_desks_table
     from streams.tickets import register_ticket_agents

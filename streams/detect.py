@@ -54,6 +54,7 @@ from pydantic import ValidationError
 
 from detectors.feedback import FeedbackEffect
 from detectors.monitor import HouseholdMonitor, MonitorConfig
+from schemas.detection import DetectionConfig
 from detectors.offline import MonitorFactory, new_monitor, plain_datetime
 from dispatch.tickets import Event, EventKind
 from elderwatch.settings import Settings
@@ -213,6 +214,8 @@ class HouseholdStates:
             monitor = self.cache.take(household_id, record)
             if monitor is None:
                 monitor = self.monitor_loads(monitor_state)
+            if self.config is not None:  # the config this worker runs with, not the one the state was saved under
+                monitor.use_config(self.config)
         t1 = time.perf_counter()
         # If this raises, the monitor (maybe half-updated) is dropped: it is out of the cache, and
         # the household's next reading loads the stored state from before this one.
@@ -243,6 +246,8 @@ class HouseholdStates:
         else:
             offset, monitor_state = decode_state(record)
             monitor = self.cache.take(household_id, record) or self.monitor_loads(monitor_state)
+            if self.config is not None:
+                monitor.use_config(self.config)
         effect = monitor.record_feedback(command.ticket_kind, command.event.outcome.value, command.event.idempotency_key)
         return effect, Step(household_id, [], monitor, encode_state(offset, monitor.dumps()))
 
@@ -266,11 +271,19 @@ class HouseholdStates:
             self.metrics.cached_monitors.set(len(self.cache))
 
 
+def monitor_config(settings: Settings) -> MonitorConfig | None:
+    """The detection config file the settings name (``ELDERWATCH_DETECTION_CONFIG``), or None: built-in points.
+    Raises :class:`schemas.detection.DetectionConfigError` (one line) for a file that cannot be used."""
+    if settings.detection_config is None:
+        return None
+    return MonitorConfig.from_detection(DetectionConfig.load(settings.detection_config))
+
+
 def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metrics: DetectMetrics,
                           settings: Settings, *, timezones: Mapping[str, str], clock: Callable[[], datetime],
-                          cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+                          cache_size: int = DEFAULT_CACHE_SIZE, config: MonitorConfig | None = None) -> None:
     states = HouseholdStates(state_table, timezones, settings.default_timezone, cache_size=cache_size,
-                             metrics=metrics)
+                             metrics=metrics, config=config)
 
     @app.on_partitions_revoked.connect
     async def forget_live_monitors(sender, revoked, **kwargs) -> None:
@@ -367,4 +380,4 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
 
 
 __all__ = ["DEFAULT_CACHE_SIZE", "HouseholdStates", "MonitorCache", "Step", "decode_state", "encode_state",
-           "parse_validated", "register_detect_agent"]
+           "monitor_config", "parse_validated", "register_detect_agent"]
