@@ -55,6 +55,31 @@ def _cmd_feed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from elderwatch.replay import Namespace, cleanup, run_replay
+    from elderwatch.settings import Settings
+    from schemas.detection import DetectionConfig, DetectionConfigError
+
+    settings = Settings()
+    try:
+        ns = Namespace.of(args.namespace, settings)
+        if args.detection_config is not None:
+            DetectionConfig.load(args.detection_config)
+    except (ValueError, DetectionConfigError) as exc:
+        print(f"elderwatch replay: {exc}", file=sys.stderr)
+        return 2
+    if args.cleanup:
+        deleted = cleanup(ns, settings.kafka_bootstrap_servers)
+        print(json.dumps({"namespace": ns.name, "deleted_topics": deleted, "removed": str(ns.data_dir)}))
+        return 0
+    if args.file is None or not args.file.exists():
+        print(f"elderwatch replay: {args.file or 'FILE'}: no such file", file=sys.stderr)
+        return 2
+    return run_replay(file=args.file, namespace=args.namespace, speed=args.speed, households=args.households,
+                      households_file=args.households_file, detection_config=args.detection_config,
+                      web_port=args.web_port, wait_s=args.wait, progress=not args.quiet, settings=settings)
+
+
 def _cmd_import(args: argparse.Namespace) -> int:
     from elderwatch.importers.daiad import import_daiad
 
@@ -65,9 +90,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from detectors.offline import DetectStats, MalformedFile, check_timezone, detect_file, write_warnings
-
     from detectors.monitor import MonitorConfig
+    from detectors.offline import DetectStats, MalformedFile, check_timezone, detect_file, write_warnings
     from schemas.detection import DetectionConfig, DetectionConfigError
 
     stats = DetectStats()
@@ -294,6 +318,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-days", type=float, help="warm-up (default: the manifest's; 28 days from each household's "
                                                      "first reading for unlabelled data)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("replay", help="history through the live pipeline in its own topics and consumer groups "
+                                      "(never the live tickets); Ctrl-C stops, the same command resumes")
+    p.add_argument("file", type=Path, nargs="?", help="canonical CSV (household_id,meter,ts,value; .gz ok)")
+    p.add_argument("--namespace", required=True, help="name of the replay: its topics are <prefix>replay.NAME.*")
+    p.add_argument("--speed", default="max", help="data time per wall time: 100x, 1x, ... or max (default)")
+    p.add_argument("--households", type=int, default=None, help="only the first N households of the file")
+    p.add_argument("--households-file", type=Path, default=None,
+                   help="households.csv for the replay's roster and zones (default: the one beside FILE)")
+    p.add_argument("--detection-config", type=Path, default=None, help="detection.toml for the replay's worker")
+    p.add_argument("--web-port", type=int, default=None, help="the replay worker's staff API and metrics (default: free)")
+    p.add_argument("--wait", type=float, default=600.0, help="seconds to wait for detection to catch up at the end")
+    p.add_argument("--cleanup", action="store_true", help="delete the namespace's topics and data, then exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_replay)
 
     from elderwatch.tuning.command import add_parser as add_tune_parser
 

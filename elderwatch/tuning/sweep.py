@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from detectors.monitor import HouseholdMonitor, MonitorConfig, episode_opens
+from detectors.monitor import EPISODE_ENDS_BELOW, HouseholdMonitor, MonitorConfig, episode_opens
 from detectors.offline import read_readings, zone_for_offset
 from schemas.anomaly import AnomalyKind, AnomalyWarning
 from schemas.readings import Meter
@@ -44,6 +44,9 @@ class MultiLevelMonitor(HouseholdMonitor):
         super().__init__(household_id, timezone, config=config or MonitorConfig(sensitivity=()))
         self.levels = tuple(float(s) for s in levels)
         self._opens: list[set[AnomalyKind]] = [set() for _ in self.levels]
+        self._top = max(self.levels)
+        self._open_somewhere: set[AnomalyKind] = set()  # kinds with an open episode at some level
+        self.usage = _NoUsage()  # what staff see of the last 48 hours: nobody looks at a sweep's
 
     def process(self, meter, ts, value):  # noqa: D102 - one level only would be a plain monitor
         raise TypeError("MultiLevelMonitor: use process_levels()")
@@ -63,12 +66,28 @@ class MultiLevelMonitor(HouseholdMonitor):
                 continue
             raw = detector.score_one(x)
             kind = detector.kind
-            for level, open_kinds, warnings in zip(self.levels, self._opens, out):
-                score = raw * level
-                if episode_opens(open_kinds, kind, score, warm):
-                    warnings.append(self._warning(detector, x, score))
+            if raw * self._top < EPISODE_ENDS_BELOW:
+                # below the end of an episode at every level (most readings): what episode_opens does then
+                if kind in self._open_somewhere:
+                    for open_kinds in self._opens:
+                        open_kinds.discard(kind)
+                    self._open_somewhere.discard(kind)
+            else:
+                for level, open_kinds, warnings in zip(self.levels, self._opens, out):
+                    score = raw * level
+                    if episode_opens(open_kinds, kind, score, warm):
+                        warnings.append(self._warning(detector, x, score))
+                    if kind in open_kinds:
+                        self._open_somewhere.add(kind)
             detector.learn_one(x)
         return out
+
+
+class _NoUsage:
+    """Stands in for :class:`detectors.usage.RecentUsage` in a sweep (no detector reads it)."""
+
+    def update(self, *args) -> None:
+        pass
 
 
 def share(household_id: str, processes: int) -> int:
