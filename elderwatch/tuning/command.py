@@ -169,6 +169,10 @@ def run_tune(args: argparse.Namespace) -> int:
     from elderwatch.tuning.sweep import sweep
 
     began = time.perf_counter()
+    for given in (args.readings, args.labels, args.households, args.manifest):
+        if given is not None and not given.is_file():
+            print(f"elderwatch tune: error: {given}: no such file", file=sys.stderr)
+            return 2
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     zones = {}
@@ -183,8 +187,13 @@ def run_tune(args: argparse.Namespace) -> int:
         def progress(rows: int) -> None:
             bar.update(max(rows - bar.n, 0))
 
-        result = sweep(args.readings, args.levels, zones=zones, default_zone=args.timezone,
-                       processes=args.processes, on_progress=progress)
+        try:
+            result = sweep(args.readings, args.levels, zones=zones, default_zone=args.timezone,
+                           processes=args.processes, on_progress=progress)
+        except (ValueError, OSError) as exc:  # SweepError: a bad row, an offset with no zone; no file
+            bar.close()
+            print(f"elderwatch tune: error: {exc}", file=sys.stderr)
+            return 2
         bar.update(max(result.readings - bar.n, 0))
     swept = time.perf_counter()
     inputs = _inputs(args, result)

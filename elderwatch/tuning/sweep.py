@@ -115,7 +115,19 @@ class SweepResult:
         return sorted(out, key=lambda w: (w.detected_at, w.warning_id))
 
 
+class SweepError(ValueError):
+    """A sweep that could not read its history (a malformed row, an offset with no zone); one line."""
+
+
 def _run_share(job: dict) -> dict:
+    """One process's households; an error comes back as text (exceptions do not all cross processes)."""
+    try:
+        return _share(job)
+    except (ValueError, OSError) as exc:  # MalformedFile and ZoneInferenceError are ValueErrors
+        return {"error": str(exc)}
+
+
+def _share(job: dict) -> dict:
     path, zones, default_zone = job["path"], job["zones"], job["default_zone"]
     levels, processes, index = job["levels"], job["processes"], job["index"]
     progress = job.get("progress")
@@ -192,6 +204,9 @@ def sweep(path: Path | str, levels: Sequence[float] = DEFAULT_LEVELS, *, zones: 
                 if on_progress:
                     on_progress(min(seen))
             parts = pending.get()
+    errors = [part["error"] for part in parts if "error" in part]
+    if errors:
+        raise SweepError(errors[0])
     merged = [sorted((w for part in parts for w in part["warnings"][i]), key=lambda w: (w.detected_at, w.warning_id))
               for i in range(len(levels))]
     spans = {h: s for part in parts for h, s in part["spans"].items()}
@@ -207,4 +222,4 @@ def iter_household_rows(path: Path | str, households: set[str]) -> Iterator[tupl
             yield row
 
 
-__all__ = ["DEFAULT_LEVELS", "MultiLevelMonitor", "SweepResult", "iter_household_rows", "share", "sweep"]
+__all__ = ["DEFAULT_LEVELS", "MultiLevelMonitor", "SweepError", "SweepResult", "iter_household_rows", "share", "sweep"]

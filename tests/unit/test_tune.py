@@ -101,6 +101,16 @@ def test_tune_without_labels_reports_volumes(tmp_path):
     assert "volumes only" in (tmp_path / "report.html").read_text()
 
 
+def test_tune_stops_on_a_bad_history_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "r.csv"
+    bad.write_text("household_id,meter,ts,value\nhh-1,water,2026-01-01T00:15:00+00:00,1\nhh-1,water,garbage,1\n")
+    assert main(["tune", "--readings", str(bad), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"elderwatch tune: error: {bad}:3: ts is not an ISO-8601 timestamp"
+    assert main(["tune", "--readings", str(tmp_path / "none.csv"), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "none.csv: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "detection.toml").exists()
+
+
 @pytest.mark.parametrize("text, reason", [
     ('version = "v1"\n[sensitivity]\nflood = 1.0\n', "unknown kind 'flood'"),
     ('version = "v1"\n[sensitivity]\nsurge = 9.0\n', "surge = 9.0: outside 0.1-5.0"),
@@ -133,16 +143,36 @@ def test_detect_and_worker_refuse_a_bad_config_at_start(tmp_path, capsys, monkey
     assert err.startswith("elderwatch worker: bad ELDERWATCH_DETECTION_CONFIG:") and "cannot read" in err
 
 
-def test_a_saved_state_warns_under_the_config_it_is_given():
-    """The detect stage applies the config it runs with to every state it loads: a state saved under the
-    built-in points warns at the file's, and says so."""
-    from streams.detect import HouseholdStates, decode_state
+def test_the_detect_stage_warns_under_its_config_even_with_state_saved_under_another():
+    """The worker's path: HouseholdStates applies its config to every state it loads. A table written under
+    the built-in points, continued under a file's config, gives that config's version on every new warning;
+    run under the config from the start it gives exactly `elderwatch detect --detection-config`'s warnings."""
+    from detectors.offline import read_readings
+    from schemas.readings import ValidatedReading
+    from streams.detect import HouseholdStates
 
-    monitor = HouseholdMonitor("hh-1", "UTC")
-    saved = HouseholdMonitor.loads(monitor.dumps())
-    assert saved.config.version == "builtin"
-    config = MonitorConfig.from_detection(DetectionConfig(version="ops-7", sensitivity={"surge": 1.3}))
-    saved.use_config(config)
-    assert saved.config.version == "ops-7" and saved._points[AnomalyKind.SURGE] == 1.3
-    assert saved._points[AnomalyKind.INACTIVITY] == MonitorConfig().operating_point(AnomalyKind.INACTIVITY)
-    assert callable(decode_state) and HouseholdStates  # the stage calls use_config after loads (streams/detect.py)
+    zones = load_household_timezones(HOUSEHOLDS)
+    rows = [r for r in read_readings(READINGS) if r[0] in {"hh-000001", "hh-000002", "hh-000003"}]
+    choice = {"inactivity": 1.3, "continuous_flow": 1.3, "surge": 1.3, "night_activity": 1.3}
+    config = MonitorConfig.from_detection(DetectionConfig(version="ops-7", sensitivity=choice))
+
+    def run(states, part, first_offset=0):
+        out = []
+        for offset, (hid, meter, ts, value) in enumerate(part, start=first_offset):
+            step = states.process(ValidatedReading(household_id=hid, meter=meter, ts=ts, value=value), offset)
+            if step is not None:
+                out += step.warnings
+                states.store(step)
+        return out
+
+    table: dict[bytes, bytes] = {}
+    half = len(rows) // 2
+    before = run(HouseholdStates(table, zones, "UTC"), rows[:half])
+    after = run(HouseholdStates(table, zones, "UTC", config=config), rows[half:], half)
+    assert {w.config_version for w in before} <= {"builtin"} and after
+    assert {w.config_version for w in after} == {"ops-7"}
+
+    whole = run(HouseholdStates({}, zones, "UTC", config=config), rows)
+    offline = [w for w in detect_file(READINGS, HOUSEHOLDS, config=config)
+               if w.household_id in {"hh-000001", "hh-000002", "hh-000003"}]
+    assert whole and sorted(whole, key=_key) == sorted(offline, key=_key)
