@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from detectors.monitor import HouseholdMonitor, MonitorConfig
+from detectors.monitor import MonitorConfig
 from detectors.offline import detect_file, load_household_timezones
 from elderwatch.cli import main
 from elderwatch.tuning.choose import DEFAULT_LEVELS, TUNED_KINDS
