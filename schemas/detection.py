@@ -87,24 +87,23 @@ class DetectionConfig(BaseModel):
         return value
 
     @classmethod
-    def from_toml(cls, text: str, *, where: str = "detection config") -> "DetectionConfig":
+    def from_toml(cls, text: str, *, where: str = "") -> "DetectionConfig":
+        """``where`` (a file name) starts the error message when given."""
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise DetectionConfigError(f"{where}: not TOML: {exc}") from None
+            raise DetectionConfigError(f"{_at(where)}not TOML: {exc}") from None
         return cls.from_mapping(data, where=where)
 
     @classmethod
-    def from_mapping(cls, data: dict[str, Any], *, where: str = "detection config") -> "DetectionConfig":
+    def from_mapping(cls, data: dict[str, Any], *, where: str = "") -> "DetectionConfig":
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
+            first = exc.errors()[0]  # one line: the first problem is enough to fix the file
             field = ".".join(str(p) for p in first["loc"]) or "file"
             message = first["msg"].removeprefix("Value error, ")
-            if where == "detection config":
-                raise DetectionConfigError(f"{field}: {message}") from None
-            raise DetectionConfigError(f"{where}: {field}: {message}") from None
+            raise DetectionConfigError(f"{_at(where)}{field}: {message}") from None
 
     @classmethod
     def load(cls, path: Path | str) -> "DetectionConfig":
@@ -136,6 +135,10 @@ class DetectionConfig(BaseModel):
         if source:
             lines += ["", "[source]"] + [f"{k} = {_toml_value(v)}" for k, v in source.items()]
         return "\n".join(lines) + "\n"
+
+
+def _at(where: str) -> str:
+    return f"{where}: " if where else ""
 
 
 def _toml_value(value: Any) -> str:

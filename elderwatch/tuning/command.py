@@ -252,7 +252,7 @@ def run_tune(args: argparse.Namespace) -> int:
             e = chosen_report.event(kind)
             if e.events:
                 overall.append((f"{kind}: detected by any warning", f"{e.detected}/{e.events} "
-                                f"({(e.recall or 0):.0%}), median {report._fmt(e.ttd_median_h, '{:.1f} h')}"))
+                                f"({(e.recall or 0):.0%}), median {report.fmt(e.ttd_median_h, '{:.1f} h')}"))
     if chosen_report.household_months < 100:
         overall.append(("caution", f"only {chosen_report.household_months:.0f} household-months: one alarm is "
                                    f"{1 / max(chosen_report.household_months, 1e-9):.3f} per household-month, so the "

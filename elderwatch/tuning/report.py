@@ -119,7 +119,7 @@ def _table(rows: list[list], header: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _fmt(value, pattern: str = "{:.2f}") -> str:
+def fmt(value, pattern: str = "{:.2f}") -> str:
     return "–" if value is None else pattern.format(value)
 
 
@@ -130,12 +130,12 @@ def render(*, title: str, facts: list[tuple[str, str]], curves: Mapping[str, Seq
     chosen_rows = []
     for kind, points in curves.items():
         p = next(p for p in points if p.level == chosen[kind])
-        chosen_rows.append([kind, f"{p.level:g}", f"{budget.get(kind, 0):g}", _fmt(p.alarms),
-                            _fmt(p.recall, "{:.0%}") if labelled else "–", _fmt(p.ttd_median_h, "{:.1f} h"),
+        chosen_rows.append([kind, f"{p.level:g}", f"{budget.get(kind, 0):g}", fmt(p.alarms),
+                            fmt(p.recall, "{:.0%}") if labelled else "–", fmt(p.ttd_median_h, "{:.1f} h"),
                             f"{p.tickets_per_day:.2f}", f"{p.busiest_day or '–'} ({p.busiest_day_tickets})"])
-    sweep_rows = [[p.kind, f"{p.level:g}", p.warnings, _fmt(p.warnings_per_household_month),
-                   _fmt(p.false_alarms_per_household_month), _fmt(p.recall, "{:.0%}"),
-                   _fmt(p.ttd_median_h, "{:.1f}"), _fmt(p.ttd_p90_h, "{:.1f}"), f"{p.tickets_per_day:.2f}",
+    sweep_rows = [[p.kind, f"{p.level:g}", p.warnings, fmt(p.warnings_per_household_month),
+                   fmt(p.false_alarms_per_household_month), fmt(p.recall, "{:.0%}"),
+                   fmt(p.ttd_median_h, "{:.1f}"), fmt(p.ttd_p90_h, "{:.1f}"), f"{p.tickets_per_day:.2f}",
                    p.busiest_day_tickets] for points in curves.values() for p in points]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -179,4 +179,4 @@ def example_window(warning: AnomalyWarning) -> tuple[datetime, datetime]:
     return warning.detected_at - timedelta(hours=36), warning.detected_at + timedelta(hours=12)
 
 
-__all__ = ["curves_png", "example_png", "example_window", "render", "tickets_png", "ttd_png"]
+__all__ = ["curves_png", "example_png", "example_window", "fmt", "render", "tickets_png", "ttd_png"]
