@@ -64,10 +64,11 @@ from bench.bench_detect_quality import (  # noqa: E402
     tables,
 )
 from detectors.feedback import LOWER_AFTER, LOWER_BY, NEEDED, NOT_NEEDED  # noqa: E402
-from detectors.monitor import SENSITIVITY_BOUNDS, HouseholdMonitor, MonitorConfig, episode_opens  # noqa: E402
+from detectors.monitor import SENSITIVITY_BOUNDS, HouseholdMonitor, MonitorConfig  # noqa: E402
 from detectors.offline import new_monitor  # noqa: E402
 from elderwatch.evaluation import EvaluationReport, EventLabel, evaluate, load_inputs, load_manifest  # noqa: E402
 from elderwatch.evaluation.files import EVENT_KINDS  # noqa: E402
+from elderwatch.tuning.sweep import MultiLevelMonitor  # noqa: E402
 from schemas.anomaly import WELFARE_KINDS, AnomalyKind, AnomalyWarning  # noqa: E402
 from schemas.readings import Meter  # noqa: E402
 
@@ -184,43 +185,26 @@ class ArmFeed:
 # ------------------------------------------------------------------------------------------------
 # Every arm in one pass
 # ------------------------------------------------------------------------------------------------
-class FeedbackArmsMonitor(HouseholdMonitor):
-    """A :class:`HouseholdMonitor` whose warnings are decided for several arms at once.
+class FeedbackArmsMonitor(MultiLevelMonitor):
+    """:class:`elderwatch.tuning.sweep.MultiLevelMonitor` whose levels are arms with feedback.
 
     Each arm has its own sensitivity and feedback memory, kept in ``arms[i]``: a detector-less
     ``HouseholdMonitor`` (so ``arms[i].record_feedback`` is the real rule), and its own open
     episodes. Per reading every detector's ``score_one`` and ``learn_one`` run once; arm ``i``
-    multiplies the raw score by ``arms[i].sensitivity[kind]`` before the episode rule, exactly as
-    :meth:`HouseholdMonitor.process` multiplies by its own.
+    multiplies the raw score by the kind's operating point and ``arms[i].sensitivity[kind]`` before
+    the episode rule, exactly as :meth:`HouseholdMonitor.process` multiplies by its own.
     """
 
     def __init__(self, household_id: str, timezone: str, arms: int, *, config: MonitorConfig | None = None) -> None:
-        super().__init__(household_id, timezone, config=config)
+        super().__init__(household_id, timezone, [1.0] * arms, config=config or MonitorConfig())
         self.arms = [HouseholdMonitor(household_id, timezone, config=config, detectors=[]) for _ in range(arms)]
-        self._opens: list[set[AnomalyKind]] = [set() for _ in range(arms)]
 
-    def process(self, meter, ts, value):  # noqa: D102
-        raise TypeError("FeedbackArmsMonitor: use process_arms()")
+    def factors(self, kind: AnomalyKind) -> tuple[list[float], float]:
+        factors = [self._points[kind] * arm.sensitivity.get(kind, 1.0) for arm in self.arms]
+        return factors, max(factors)
 
     def process_arms(self, meter: Meter | str, ts: datetime, value: float) -> list[list[AnomalyWarning]]:
-        out: list[list[AnomalyWarning]] = [[] for _ in self.arms]
-        observed = self.observe(meter, ts, value)
-        if observed is None:
-            return out
-        x, warm = observed
-        meter = x["meter"]
-        assert not self.sensitivity, "each arm keeps its own sensitivity"
-        for detector in self.detectors:
-            if meter not in detector.meters:
-                continue
-            raw = detector.score_one(x)
-            kind = detector.kind
-            for arm, open_kinds, warnings in zip(self.arms, self._opens, out):
-                score = raw * self._points[kind] * arm.sensitivity.get(kind, 1.0)
-                if episode_opens(open_kinds, kind, score, warm):
-                    warnings.append(self._warning(detector, x, score))
-            detector.learn_one(x)
-        return out
+        return self.process_levels(meter, ts, value)
 
 
 def run_share(job: dict) -> dict:

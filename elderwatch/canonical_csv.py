@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,3 +49,19 @@ class CsvWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def count_rows(path: Path) -> int:
+    """Data rows of a CSV (.gz ok), counted on raw bytes: a few seconds per ten million rows."""
+    lines = 0
+    with open(path, "rb") as handle:
+        inflate = zlib.decompressobj(zlib.MAX_WBITS | 32) if path.suffix == ".gz" else None
+        while chunk := handle.read(1 << 20):
+            if inflate is not None:
+                chunk = inflate.decompress(chunk)
+                while inflate.unused_data:  # concatenated gzip members
+                    rest = inflate.unused_data
+                    inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)
+                    chunk += inflate.decompress(rest)
+            lines += chunk.count(b"\n")
+    return max(lines - 1, 0)

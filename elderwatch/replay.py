@@ -124,6 +124,7 @@ def run_replay(*, file: Path, namespace: str, speed: str = "max", households: in
                wait_s: float = 600.0, progress: bool = True, settings: Settings | None = None) -> int:
     from tqdm import tqdm
 
+    from elderwatch.canonical_csv import count_rows
     from elderwatch.demo import _detect_behind, _metrics_page
     from elderwatch.feed import canonical_messages, feed, paced, parse_speed
     from elderwatch.localkafka import free_port
@@ -138,7 +139,8 @@ def run_replay(*, file: Path, namespace: str, speed: str = "max", households: in
     source = {"file": str(file.resolve()), "size": file.stat().st_size, "speed": speed, "households": households}
     checkpoint = _Checkpoint(ns.data_dir / "replay.json", source)
     done_before = checkpoint.sent()
-    total = _count(_first_households(canonical_messages(file), households))
+    # how many will be sent, for the progress bar's ETA: raw lines, unless only some households are taken
+    total = count_rows(file) if households is None else _count(_first_households(canonical_messages(file), households))
     port = web_port or free_port()
     ns.data_dir.mkdir(parents=True, exist_ok=True)
     print(f"replay '{ns.name}': topics {ns.topic_prefix}*, consumer groups {ns.app_id}, staff API and metrics on "

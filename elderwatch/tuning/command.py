@@ -19,13 +19,13 @@ import hashlib
 import json
 import sys
 import time
-import zlib
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from tqdm import tqdm
 
+from elderwatch.canonical_csv import count_rows
 from elderwatch.evaluation.baselines import Span
 from elderwatch.evaluation.files import load_households, load_labels, load_manifest, write_warnings
 from elderwatch.evaluation.inputs import DEFAULT_WARMUP_DAYS, EvaluationInputs
@@ -61,22 +61,6 @@ def code_version() -> str:
     except Exception:  # run from a checkout that was never installed
         package = "dev"
     return f"elderwatch {package} detectors {digest.hexdigest()[:12]}"
-
-
-def count_rows(path: Path) -> int:
-    """Data rows of a CSV (.gz ok), counted on raw bytes: a few seconds per ten million rows."""
-    lines = 0
-    with open(path, "rb") as handle:
-        inflate = zlib.decompressobj(zlib.MAX_WBITS | 32) if path.suffix == ".gz" else None
-        while chunk := handle.read(1 << 20):
-            if inflate is not None:
-                chunk = inflate.decompress(chunk)
-                while inflate.unused_data:  # concatenated gzip members
-                    rest = inflate.unused_data
-                    inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)
-                    chunk += inflate.decompress(rest)
-            lines += chunk.count(b"\n")
-    return max(lines - 1, 0)
 
 
 def parse_levels(text: str) -> tuple[float, ...]:
@@ -312,4 +296,4 @@ def add_parser(sub) -> None:
     p.set_defaults(func=lambda args: run_tune(args))
 
 
-__all__ = ["add_parser", "code_version", "count_rows", "run_tune"]
+__all__ = ["add_parser", "code_version", "run_tune"]

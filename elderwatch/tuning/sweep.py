@@ -49,7 +49,12 @@ class MultiLevelMonitor(HouseholdMonitor):
         self.usage = _NoUsage()  # what staff see of the last 48 hours: nobody looks at a sweep's
 
     def process(self, meter, ts, value):  # noqa: D102 - one level only would be a plain monitor
-        raise TypeError("MultiLevelMonitor: use process_levels()")
+        raise TypeError(f"{type(self).__name__}: use process_levels()")
+
+    def factors(self, kind: AnomalyKind) -> tuple[Sequence[float], float]:
+        """What each level multiplies ``kind``'s raw score by, and the largest of them. A subclass may
+        decide per level and kind (the feedback bench: each arm's own sensitivity)."""
+        return self.levels, self._top
 
     def process_levels(self, meter: Meter | str, ts: datetime, value: float) -> list[list[AnomalyWarning]]:
         """:meth:`HouseholdMonitor.process` at every level: its ``observe`` and ``episode_opens``, the
@@ -66,15 +71,16 @@ class MultiLevelMonitor(HouseholdMonitor):
                 continue
             raw = detector.score_one(x)
             kind = detector.kind
-            if raw * self._top < EPISODE_ENDS_BELOW:
+            factors, top = self.factors(kind)
+            if raw * top < EPISODE_ENDS_BELOW:
                 # below the end of an episode at every level (most readings): what episode_opens does then
                 if kind in self._open_somewhere:
                     for open_kinds in self._opens:
                         open_kinds.discard(kind)
                     self._open_somewhere.discard(kind)
             else:
-                for level, open_kinds, warnings in zip(self.levels, self._opens, out):
-                    score = raw * level
+                for factor, open_kinds, warnings in zip(factors, self._opens, out):
+                    score = raw * factor
                     if episode_opens(open_kinds, kind, score, warm):
                         warnings.append(self._warning(detector, x, score))
                     if kind in open_kinds:
