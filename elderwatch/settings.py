@@ -32,6 +32,10 @@ def _is_loopback(server: str) -> bool:
         return False
 
 
+#: Secrets seen in examples and the demo: refused in production.
+DEFAULT_SECRETS = frozenset({"change-me", "changeme", "secret", "development", "elderwatch-demo-secret-key-not-for-production"})
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ELDERWATCH_", frozen=True, extra="ignore")
 
@@ -74,6 +78,18 @@ class Settings(BaseSettings):
                                           "household's emergency contact before a visit is dispatched (JSON).")
     staff_tokens_file: Path | None = Field(default=None, description="JSON {token: staff_id} for the staff API; "
                                            "without it (development only) the X-Staff-Id header is trusted.")
+    users_file: Path | None = Field(default=None, description="users.json from `elderwatch users add`: console sign-in, "
+                                    "roles and API tokens (staff, supervisor, operator, utility); re-read when it changes.")
+    secret_key: str | None = Field(default=None, description="Signs console session cookies and CSRF tokens (32+ "
+                                   "characters). Development without one: a random key per start (sessions end at restart).")
+    public_url: str = Field(default="http://127.0.0.1:6066", description="Where staff reach the console; links in "
+                            "notifications start with it.")
+    channels_file: Path | None = Field(default=None, description="channels.json: which channel (webhook, WeCom, DingTalk, "
+                                       "e-mail) tells each staff member or community; none: the webhook for everyone.")
+    ingest_max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0, description="POST /api/v1/readings: largest body "
+                                       "(after gzip decompression too).")
+    ingest_rate_per_min: int = Field(default=120, gt=0, description="POST /api/v1/readings: requests per minute per utility token.")
+    signin_attempts_per_min: int = Field(default=5, gt=0, description="Failed sign-ins per minute per user id and per address.")
     webhook_url: str | None = Field(default=None, description="Where notifications are POSTed (JSON); none: counted, not sent.")
     webhook_timeout_s: float = Field(default=5.0, gt=0)
     webhook_max_backoff_s: float = Field(default=60.0, gt=0, description="Longest wait between retries of a failing webhook.")
@@ -95,11 +111,23 @@ class Settings(BaseSettings):
                                  "set ELDERWATCH_REPLICATION_FACTOR=3 (or run ELDERWATCH_ENVIRONMENT=development)")
             if any(_is_loopback(server) for server in self.kafka_bootstrap_servers.split(",")):
                 raise ValueError("production needs a real Kafka cluster, not a loopback address")
-            if self.staff_tokens_file is None:
-                raise ValueError("production needs ELDERWATCH_STAFF_TOKENS_FILE: without it anyone can act as any staff member")
+            if self.staff_tokens_file is None and self.users_file is None:
+                raise ValueError("production needs ELDERWATCH_USERS_FILE (or ELDERWATCH_STAFF_TOKENS_FILE): without one "
+                                 "the development X-Staff-Id header would let anyone act as any staff member")
+            if not self.secret_key or len(self.secret_key) < 32 or self.secret_key in DEFAULT_SECRETS:
+                raise ValueError("production needs ELDERWATCH_SECRET_KEY: 32 or more random characters, not an example value "
+                                 "(it signs session cookies)")
+            if not self.public_url.startswith("https://"):
+                raise ValueError("production serves the console over HTTPS: ELDERWATCH_PUBLIC_URL must start with https:// "
+                                 "(session cookies are Secure)")
             if self.clock_offset_file is not None:
                 raise ValueError("ELDERWATCH_CLOCK_OFFSET_FILE moves the clock: for tests only, never in production")
         return self
+
+    @property
+    def trusts_staff_header(self) -> bool:
+        """Development without users or tokens: the staff API takes ``X-Staff-Id`` at its word."""
+        return self.environment == "development" and self.users_file is None and self.staff_tokens_file is None
 
     @property
     def max_future(self) -> timedelta:
