@@ -124,7 +124,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     from streams.staff_api import register_staff_api
 
     # the detect stage's stored monitors (registered above) give a ticket's recent usage
-    register_staff_api(app, desks, settings, recent_usage=app.elderwatch_detect_states.recent_usage)
+    staff_api = register_staff_api(app, desks, settings, recent_usage=app.elderwatch_detect_states.recent_usage)
+    app.elderwatch_staff_api = staff_api  # the console calls the same handlers
 
     app.elderwatch_metrics = metrics  # for tests and the demo running in-process
     app.elderwatch_detect_metrics = detect_metrics

@@ -5,10 +5,16 @@ handled by the :class:`StaffApi` method of its ``operation_id``; registration fa
 missing. Reads come from the ``tickets-households`` table; writes are commands on the ticket
 topics, applied by the ``tickets`` agent like every other command (one writer per household).
 
-Who: ``Authorization: Bearer <token>``, looked up in ``staff_tokens_file`` ({token: staff id},
-read once at registration). Without that file (development only: production settings refuse to
-start) the ``X-Staff-Id`` header is trusted. A caller sees and acts on the households whose desk
-names them (:meth:`dispatch.desk.HouseholdDesk.staff`: roster chain, or anyone a ticket was sent to).
+Who: ``Authorization: Bearer <token>``, a user's API token from the users file (``elderwatch users
+token``; the user's role and communities come with it) or a token of the older ``staff_tokens_file``
+({token: staff id}, role staff). With neither file (development only: production settings refuse to
+start) the ``X-Staff-Id`` header is trusted. The console (``elderwatch/console``) signs people in with
+a password instead and calls these same handlers.
+
+What a caller may see, one rule (:func:`dispatch.access.may_see`): staff the households whose desk
+names them (roster chain, or anyone a ticket was sent to), supervisors also every household of their
+communities; operators and utilities no household (403). A household the caller may not see is a
+403, in the list it is absent.
 
 A ticket action, step by step:
 
@@ -54,11 +60,14 @@ from pydantic import BaseModel, ValidationError
 
 from dispatch.desk import HouseholdDesk
 from dispatch.tickets import Event, Ticket, apply
+from dispatch.access import CARING_ROLES, may_see
 from elderwatch.settings import Settings
+from elderwatch.users import UserStore
 from schemas.openapi import (ROUTES, TICKET_ACTIONS, ActionResult, AwayRequest, ErrorBody, HouseholdView, Pending,
                              Route, RosterEntry, TicketDetail, TicketList, TicketSummary, openapi_document)
 from schemas.households import STAFF_ID_PATTERN
 from schemas.tickets import AwayMode, TicketCommand
+from schemas.users import Role, User
 
 log = logging.getLogger(__name__)
 
@@ -75,35 +84,58 @@ class ApiError(Exception):
 
 
 class StaffAuth:
-    """Who is calling: a bearer token from the tokens file, or (no file: development) ``X-Staff-Id``."""
+    """Who is calling, as a :class:`~schemas.users.User`.
 
-    def __init__(self, tokens: dict[str, str] | None) -> None:
+    ``Authorization: Bearer <token>``: a user's API token from the users file (``elderwatch users token``),
+    or a token of the older staff tokens file ({token: staff id}: role staff). With neither file
+    (development only: production settings refuse to start) the ``X-Staff-Id`` header is trusted."""
+
+    def __init__(self, tokens: dict[str, str] | None, users: UserStore | None = None) -> None:
         # Kept as digests: the tokens themselves are not held (nor logged) past loading.
         self._by_digest = None if tokens is None else {_digest(t): staff for t, staff in tokens.items()}
+        self.users = users
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "StaffAuth":
+        users = UserStore(settings.users_file) if settings.users_file else None
+        if settings.staff_tokens_file is None:
+            if users is None:
+                log.warning("staff API: no users file and no staff tokens file, trusting the X-Staff-Id header "
+                            "(development only)")
+                return cls(None)
+            return cls({}, users)
+        return cls(cls.read_tokens(settings.staff_tokens_file), users)
 
     @classmethod
     def from_file(cls, path: Path | None) -> "StaffAuth":
-        if path is None:
-            log.warning("staff API: no staff tokens file, trusting the X-Staff-Id header (development only)")
-            return cls(None)
+        return cls(None) if path is None else cls(cls.read_tokens(path))
+
+    @staticmethod
+    def read_tokens(path: Path) -> dict[str, str]:
         tokens = json.loads(Path(path).read_text())
         if not isinstance(tokens, dict) or not all(isinstance(t, str) and t and isinstance(s, str) and STAFF_ID.match(s)
                                                    for t, s in tokens.items()):
             raise ValueError(f"{path}: expected a JSON object {{token: staff id}} with non-empty tokens and valid ids")
-        return cls(tokens)
+        return tokens
 
     @property
     def trusts_header(self) -> bool:
         return self._by_digest is None
 
-    def caller(self, headers) -> str | None:
+    def caller(self, headers) -> User | None:
         if self._by_digest is None:
             staff = (headers.get("X-Staff-Id") or "").strip()
-            return staff if STAFF_ID.match(staff) else None
+            return User(user_id=staff, role=Role.STAFF) if STAFF_ID.match(staff) else None
         scheme, _, token = (headers.get("Authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             return None
-        return self._by_digest.get(_digest(token.strip()))
+        if self.users is not None:
+            user = self.users.by_token(token)
+            if user is not None:
+                return user
+        staff = self._by_digest.get(_digest(token))
+        return User(user_id=staff, role=Role.STAFF) if staff else None
 
 
 def _digest(token: str) -> bytes:
@@ -120,28 +152,38 @@ class StaffApi:
         self.document = openapi_document()
 
     # -- reading ----------------------------------------------------------------------------
-    async def list_tickets(self, caller: str, query, body: bytes) -> tuple[int, Any]:
+    def visible_desks(self, user: User) -> list[HouseholdDesk]:
+        """The desks of the households ``user`` may see (:func:`dispatch.access.may_see`), by household id."""
+        if user.role not in CARING_ROLES:
+            raise ApiError(403, f"the {user.role.value} role sees no households")
+        desks = {d.household_id: d for d in self.desks.of_staff(user.user_id)}
+        if user.role is Role.SUPERVISOR:
+            for community in user.communities:
+                desks.update((d.household_id, d) for d in self.desks.of_community(community))
+        return [desks[h] for h in sorted(desks) if may_see(user, desks[h])]
+
+    async def list_tickets(self, caller: User, query, body: bytes) -> tuple[int, Any]:
         state = query.get("state", "open")
         if state not in ("open", "all"):
             raise ApiError(400, "state: expected 'open' or 'all'")
-        tickets = [t for desk in self.desks.of_staff(caller)
+        tickets = [t for desk in self.visible_desks(caller)
                    for t in (desk.open_tickets() if state == "open" else desk.tickets.values())]
         return 200, TicketList(tickets=_newest_first(tickets))
 
-    async def get_ticket(self, caller: str, query, body: bytes, ticket_id: str) -> tuple[int, Any]:
+    async def get_ticket(self, caller: User, query, body: bytes, ticket_id: str) -> tuple[int, Any]:
         desk, ticket = self._ticket(caller, ticket_id)
         evidence = [desk.warnings[w] for w in ticket.warning_ids if w in desk.warnings]
         return 200, TicketDetail(ticket=ticket, evidence=evidence, away=desk.away, roster=_roster(desk),
                                  recent_usage=await self._usage(desk.household_id))
 
-    async def get_household(self, caller: str, query, body: bytes, household_id: str) -> tuple[int, Any]:
+    async def get_household(self, caller: User, query, body: bytes, household_id: str) -> tuple[int, Any]:
         return 200, await self._household_view(self._household(caller, household_id))
 
-    async def get_openapi(self, caller: str | None, query, body: bytes) -> tuple[int, Any]:
+    async def get_openapi(self, caller: User | None, query, body: bytes) -> tuple[int, Any]:
         return 200, self.document
 
     # -- ticket actions ---------------------------------------------------------------------
-    async def ticket_action(self, action: str, caller: str, query, body: bytes, ticket_id: str, *,
+    async def ticket_action(self, action: str, caller: User, query, body: bytes, ticket_id: str, *,
                             client_key: str | None) -> tuple[int, Any]:
         kind, model, _ = TICKET_ACTIONS[action]
         desk, ticket = self._ticket(caller, ticket_id)
@@ -149,9 +191,9 @@ class StaffApi:
         if client_key is not None and not CLIENT_KEY.match(client_key):
             raise ApiError(400, "Idempotency-Key: 1-100 printable ASCII characters without spaces")
         client_key = client_key or uuid.uuid4().hex  # returned with a 202: repeat with it to learn the result
-        key = f"{kind.value}:{caller}:{client_key}"
+        key = f"{kind.value}:{caller.user_id}:{client_key}"
         try:
-            event = Event(kind=kind, idempotency_key=key, actor=caller, at=self.desks.clock(),
+            event = Event(kind=kind, idempotency_key=key, actor=caller.user_id, at=self.desks.clock(),
                           **request.model_dump(exclude_none=True))
         except ValidationError as exc:
             raise ApiError(400, _summary(exc)) from None
@@ -168,7 +210,7 @@ class StaffApi:
         return 200, ActionResult(result="applied", ticket=desk.tickets[ticket_id])
 
     # -- households -------------------------------------------------------------------------
-    async def set_away(self, caller: str, query, body: bytes, household_id: str) -> tuple[int, Any]:
+    async def set_away(self, caller: User, query, body: bytes, household_id: str) -> tuple[int, Any]:
         self._household(caller, household_id)
         request = _parse(AwayRequest, body)
         now = self.desks.clock()
@@ -176,25 +218,29 @@ class StaffApi:
         # record an absence after the fact (she was in hospital last week), which also explains replays.
         if request.until <= (request.since or now):
             raise ApiError(400, "until: must be after since (or, without since, in the future; to end away mode, DELETE it)")
-        away = AwayMode(household_id=household_id, since=request.since, until=request.until, set_by=caller,
+        away = AwayMode(household_id=household_id, since=request.since, until=request.until, set_by=caller.user_id,
                         reason=request.reason or None, set_at=now)
         await self.desks.send_away(household_id, away)
         return await self._answer(household_id, lambda d: d is not None and d.away == away)
 
-    async def end_away(self, caller: str, query, body: bytes, household_id: str) -> tuple[int, Any]:
+    async def end_away(self, caller: User, query, body: bytes, household_id: str) -> tuple[int, Any]:
         self._household(caller, household_id)
         await self.desks.send_away(household_id, None)
         return await self._answer(household_id, lambda d: d is not None and d.away is None)
 
-    async def set_roster(self, caller: str, query, body: bytes, household_id: str) -> tuple[int, Any]:
+    async def set_roster(self, caller: User, query, body: bytes, household_id: str) -> tuple[int, Any]:
         desk = self.desks.get(household_id)
         current = desk.roster if desk else None
         supervisor = current.staff.supervisor if current else None
-        # A household without roster (or without a supervisor) is in the duty desk's charge.
-        if caller != (supervisor or self.duty_desk):
+        # The supervisor the roster names; a supervisor of the household's community (who may only keep it in
+        # their communities); without roster or supervisor, the duty desk. Nobody else. Checked before the body
+        # is read, so a stranger learns nothing from a 400.
+        named = caller.user_id == (supervisor or self.duty_desk)
+        oversees = caller.role is Role.SUPERVISOR and current is not None and current.community in caller.communities
+        entry = _parse(RosterEntry, body) if caller.role in CARING_ROLES and (named or oversees) else None
+        if entry is None or not (named or entry.community in caller.communities):
             raise ApiError(403, "only the household's supervisor may change its roster"
                                 + ("" if supervisor else " (without one: the duty desk)"))
-        entry = _parse(RosterEntry, body)
         try:
             household = entry.household(household_id, current)
         except ValidationError as exc:
@@ -203,21 +249,21 @@ class StaffApi:
         return await self._answer(household_id, lambda d: d is not None and d.roster == household)
 
     # -- helpers ----------------------------------------------------------------------------
-    def _household(self, caller: str, household_id: str) -> HouseholdDesk:
+    def _household(self, caller: User, household_id: str) -> HouseholdDesk:
         desk = self.desks.get(household_id)
         if desk is None:
             raise ApiError(404, "unknown household")
-        if caller not in desk.staff():
+        if not may_see(caller, desk):
             raise ApiError(403, "you do not look after this household")
         return desk
 
-    def _ticket(self, caller: str, ticket_id: str) -> tuple[HouseholdDesk, Ticket]:
+    def _ticket(self, caller: User, ticket_id: str) -> tuple[HouseholdDesk, Ticket]:
         household_id = ticket_id.split("/", 1)[0]
         desk = self.desks.get(household_id) if household_id else None
         ticket = desk.tickets.get(ticket_id) if desk else None
         if ticket is None:
             raise ApiError(404, "unknown ticket (its id URL-encoded: '/' as %2F)")
-        if caller not in desk.staff():
+        if not may_see(caller, desk):
             raise ApiError(403, "you do not look after this household")
         return desk, ticket
 
@@ -293,7 +339,7 @@ def _bind_action(api: StaffApi, action: str) -> Callable:
 def register_staff_api(app: faust.App, desks, settings: Settings, *,
                        recent_usage: RecentUsage | None = None) -> StaffApi:
     """Serve :data:`ROUTES` on ``app``'s web server; returns the handlers' object (for tests)."""
-    api = StaffApi(desks, StaffAuth.from_file(settings.staff_tokens_file), duty_desk=settings.duty_desk,
+    api = StaffApi(desks, StaffAuth.from_settings(settings), duty_desk=settings.duty_desk,
                    recent_usage=recent_usage)
     table = handlers(api)
     wanted = {r.operation_id for r in ROUTES}

@@ -61,6 +61,8 @@ class TicketDesks:
         self.index_stale = True
         self.recently_sent: dict[str, datetime] = {}  # due command -> when the timer last sent it
         self.staff_households: dict[str, set[str]] = {}  # staff id -> households they may see (for the API)
+        self.community_households: dict[str, set[str]] = {}  # community -> its households (supervisors' view)
+        self._community_of: dict[str, str] = {}
         self.open_states: dict[str, tuple[State, ...]] = {}  # household -> states of its unfinished tickets (gauges)
         self._staff_of: dict[str, frozenset[str]] = {}
 
@@ -85,6 +87,14 @@ class TicketDesks:
         desks = (self.get(household_id) for household_id in sorted(self.staff_households.get(staff_id, ())))
         return [desk for desk in desks if desk is not None and staff_id in desk.staff()]
 
+    def of_community(self, community: str) -> list[HouseholdDesk]:
+        """The desks of a community's households (as the roster says now)."""
+        if self.index_stale:
+            self.rebuild_index()
+        desks = (self.get(household_id) for household_id in sorted(self.community_households.get(community, ())))
+        return [desk for desk in desks if desk is not None and desk.roster is not None
+                and desk.roster.community == community]
+
     # -- writing (only from the tickets agent: one writer per household) ---------------------
     def store(self, desk: HouseholdDesk) -> None:
         self.table[desk.household_id.encode()] = desk.model_dump_json().encode()
@@ -97,6 +107,13 @@ class TicketDesks:
         for person in staff:
             self.staff_households.setdefault(person, set()).add(household_id)
         self._staff_of[household_id] = staff
+        community = desk.roster.community if desk.roster is not None else None
+        previous = self._community_of.pop(household_id, None)
+        if previous is not None and previous != community:
+            self.community_households.get(previous, set()).discard(household_id)
+        if community is not None:
+            self.community_households.setdefault(community, set()).add(household_id)
+            self._community_of[household_id] = community
         states = tuple(t.state for t in desk.open_tickets())
         if states:
             self.open_states[household_id] = states
@@ -112,6 +129,8 @@ class TicketDesks:
         self.deadlines.clear()
         self.staff_households.clear()
         self._staff_of.clear()
+        self.community_households.clear()
+        self._community_of.clear()
         self.open_states.clear()
         for desk in self.all():
             self._index(desk)

@@ -15,6 +15,7 @@ import pytest
 from elderwatch.settings import Settings
 from schemas.openapi import OPENAPI_FILENAME, ROUTES, TICKET_ACTIONS, openapi_document
 from streams.staff_api import StaffAuth, register_staff_api
+from schemas.users import User
 
 REPO = Path(__file__).resolve().parents[2]
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
@@ -113,11 +114,11 @@ def test_tokens_file_is_checked_and_headers_only_trusted_without_one(tmp_path):
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"secret-1": "w-1"}))
     auth = StaffAuth.from_file(tokens)
-    assert auth.caller({"Authorization": "Bearer secret-1"}) == "w-1"
-    assert auth.caller({"Authorization": "bearer secret-1"}) == "w-1"
+    assert auth.caller({"Authorization": "Bearer secret-1"}) == User(user_id="w-1", role="staff")
+    assert auth.caller({"Authorization": "bearer secret-1"}).user_id == "w-1"
     assert auth.caller({"Authorization": "Bearer secret-2"}) is None
     assert auth.caller({"X-Staff-Id": "w-1"}) is None  # a tokens file: the header means nothing
-    assert StaffAuth.from_file(None).caller({"X-Staff-Id": "w-1"}) == "w-1"
+    assert StaffAuth.from_file(None).caller({"X-Staff-Id": "w-1"}) == User(user_id="w-1", role="staff")
     assert StaffAuth.from_file(None).caller({"X-Staff-Id": "no spaces allowed"}) is None
     tokens.write_text(json.dumps({"secret-1": ""}))
     with pytest.raises(ValueError):
@@ -134,6 +135,11 @@ def test_schema_export_writes_the_document(tmp_path):
 # -- the handlers on an in-memory desk (what HTTP cannot easily show: a command not applied in time) --
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+
+
+def _staff(user_id: str) -> User:
+    return User(user_id=user_id, role="staff")
+
 WARNING = {"warning_id": "hh-1/inactivity/2026-03-01T02:00:00+00:00", "household_id": "hh-1", "kind": "inactivity",
            "episode_start": "2026-03-01T02:00:00Z", "detected_at": "2026-03-01T08:55:00Z", "score": 1.3,
            "severity": "high", "evidence": {"summary": "no water"}}
@@ -211,7 +217,7 @@ def test_an_action_not_applied_in_time_is_pending_and_sent_once():
     ticket_id = _with_ticket(desks)
     desks.applying = False
     api = _api(desks)
-    status, body = _run(api.ticket_action("acknowledge", "duty-desk", {}, b"", ticket_id, client_key="k-1"))
+    status, body = _run(api.ticket_action("acknowledge", _staff("duty-desk"), {}, b"", ticket_id, client_key="k-1"))
     assert (status, body.status, body.idempotency_key) == (202, "pending", "k-1")
     assert desks.sent[-1].event.idempotency_key == "acknowledge:duty-desk:k-1"
     assert desks.sent[-1].event.actor == "duty-desk" and desks.sent[-1].event.at == T0
@@ -222,16 +228,16 @@ def test_rejected_and_forbidden_actions_send_nothing():
     ticket_id = _with_ticket(desks)
     sent = len(desks.sent)
     api = _api(desks)
-    status, reason = _run(api.ticket_action("feedback", "duty-desk", {}, b'{"outcome": "false_alarm"}', ticket_id,
+    status, reason = _run(api.ticket_action("feedback", _staff("duty-desk"), {}, b'{"outcome": "false_alarm"}', ticket_id,
                                             client_key=None))
     assert status == 409 and reason.startswith("feedback: not allowed from dispatched")
-    assert _run(api.ticket_action("acknowledge", "w-9", {}, b"", ticket_id, client_key=None))[0] == 403
-    assert _run(api.ticket_action("acknowledge", "duty-desk", {}, b"", "hh-1/surge/x", client_key=None))[0] == 404
+    assert _run(api.ticket_action("acknowledge", _staff("w-9"), {}, b"", ticket_id, client_key=None))[0] == 403
+    assert _run(api.ticket_action("acknowledge", _staff("duty-desk"), {}, b"", "hh-1/surge/x", client_key=None))[0] == 404
     long_note = "the neighbour, Mrs X, said " * 100
-    status, reason = _run(api.ticket_action("handle", "duty-desk", {}, json.dumps({"notes": long_note}).encode(),
+    status, reason = _run(api.ticket_action("handle", _staff("duty-desk"), {}, json.dumps({"notes": long_note}).encode(),
                                             ticket_id, client_key=None))
     assert status == 400 and "notes" in reason and "Mrs X" not in reason  # never the input itself
-    assert _run(api.ticket_action("acknowledge", "duty-desk", {}, b"", ticket_id, client_key="two words"))[0] == 400
+    assert _run(api.ticket_action("acknowledge", _staff("duty-desk"), {}, b"", ticket_id, client_key="two words"))[0] == 400
     assert len(desks.sent) == sent
 
 
@@ -239,13 +245,13 @@ def test_roster_changes_by_supervisor_or_duty_desk():
     desks = MemoryDesks()
     api = _api(desks)
     entry = json.dumps({"community": "north", "primary_worker": "w-1"}).encode()
-    assert _run(api.set_roster("w-1", {}, entry, "hh-2"))[0] == 403  # a new household: the duty desk's
-    status, view = _run(api.set_roster("duty-desk", {}, entry, "hh-2"))
+    assert _run(api.set_roster(_staff("w-1"), {}, entry, "hh-2"))[0] == 403  # a new household: the duty desk's
+    status, view = _run(api.set_roster(_staff("duty-desk"), {}, entry, "hh-2"))
     assert status == 200 and view.roster.primary_worker == "w-1" and view.roster.timezone == "UTC"
     supervised = json.dumps({"community": "north", "primary_worker": "w-1", "supervisor": "s-1"}).encode()
-    assert _run(api.set_roster("duty-desk", {}, supervised, "hh-2"))[0] == 200  # still no supervisor: duty desk
-    assert _run(api.set_roster("duty-desk", {}, entry, "hh-2"))[0] == 403  # now s-1's
-    assert _run(api.set_roster("s-1", {}, b'{"community": "north"}', "hh-2"))[0] == 400
+    assert _run(api.set_roster(_staff("duty-desk"), {}, supervised, "hh-2"))[0] == 200  # still no supervisor: duty desk
+    assert _run(api.set_roster(_staff("duty-desk"), {}, entry, "hh-2"))[0] == 403  # now s-1's
+    assert _run(api.set_roster(_staff("s-1"), {}, b'{"community": "north"}', "hh-2"))[0] == 400
 
 
 def test_away_must_end_after_it_starts():
@@ -253,14 +259,14 @@ def test_away_must_end_after_it_starts():
     _with_ticket(desks)
     api = _api(desks)
     # no 'since': it starts now, so an 'until' in the past is a mistake
-    status, reason = _run(api.set_away("duty-desk", {}, b'{"until": "2026-02-01T00:00:00Z"}', "hh-1"))
+    status, reason = _run(api.set_away(_staff("duty-desk"), {}, b'{"until": "2026-02-01T00:00:00Z"}', "hh-1"))
     assert status == 400 and "until" in reason
     # ends before it starts
-    status, reason = _run(api.set_away("duty-desk", {}, b'{"since": "2026-02-02T00:00:00Z", "until": "2026-02-01T00:00:00Z"}', "hh-1"))
+    status, reason = _run(api.set_away(_staff("duty-desk"), {}, b'{"since": "2026-02-02T00:00:00Z", "until": "2026-02-01T00:00:00Z"}', "hh-1"))
     assert status == 400 and "until" in reason
     # an absence recorded after the fact is fine
-    status, _ = _run(api.set_away("duty-desk", {}, b'{"since": "2026-01-20T00:00:00Z", "until": "2026-02-01T00:00:00Z"}', "hh-1"))
+    status, _ = _run(api.set_away(_staff("duty-desk"), {}, b'{"since": "2026-01-20T00:00:00Z", "until": "2026-02-01T00:00:00Z"}', "hh-1"))
     assert status == 202
-    status, body = _run(api.set_away("duty-desk", {}, b'{"until": "2026-04-01T00:00:00Z"}', "hh-1"))
+    status, body = _run(api.set_away(_staff("duty-desk"), {}, b'{"until": "2026-04-01T00:00:00Z"}', "hh-1"))
     assert status == 202  # MemoryDesks does not apply away mode
     assert desks.sent[-1].set_by == "duty-desk" and desks.sent[-1].set_at == T0
