@@ -338,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_tune_parser(sub)
 
+    from elderwatch.users_command import add_parser as add_users_parser
+
+    add_users_parser(sub)
+
     p = sub.add_parser("broker", help="local Apache Kafka for development: fetch | run [--port N]")
     p.add_argument("broker_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_broker)

@@ -76,23 +76,42 @@ def test_production_ok_with_real_cluster(clean_env, tmp_path):
     clean_env.setenv("ELDERWATCH_REPLICATION_FACTOR", "3")
     clean_env.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1.prod:9092,kafka-2.prod:9092")
     clean_env.setenv("ELDERWATCH_STAFF_TOKENS_FILE", str(tmp_path / "tokens.json"))
+    clean_env.setenv("ELDERWATCH_SECRET_KEY", SECRET)
+    clean_env.setenv("ELDERWATCH_PUBLIC_URL", "https://elderwatch.example.org")
     s = Settings()
-    assert s.environment == "production" and s.replication_factor == 3
+    assert s.environment == "production" and s.replication_factor == 3 and not s.trusts_staff_header
 
 
-@pytest.mark.parametrize(("variable", "message"), [
-    ("ELDERWATCH_STAFF_TOKENS_FILE", "STAFF_TOKENS_FILE"),  # without tokens anyone is any staff member
-    ("ELDERWATCH_CLOCK_OFFSET_FILE", "tests only"),          # a movable clock escalates at will
-], ids=["no-tokens", "test-clock"])
-def test_production_refuses_unsafe_ticket_settings(clean_env, tmp_path, variable, message):
-    clean_env.setenv("ELDERWATCH_ENVIRONMENT", "production")
-    clean_env.setenv("ELDERWATCH_REPLICATION_FACTOR", "3")
-    clean_env.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1.prod:9092")
-    if variable == "ELDERWATCH_CLOCK_OFFSET_FILE":  # otherwise safe: tokens given, the test clock set
-        clean_env.setenv("ELDERWATCH_STAFF_TOKENS_FILE", str(tmp_path / "tokens.json"))
-        clean_env.setenv(variable, str(tmp_path / "offset"))
+SECRET = "k7Jq2v9XwL0pR4sT8yB1nM6cF3hD5gZa"  # 32 characters, made up for this test
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"ELDERWATCH_STAFF_TOKENS_FILE": None}, "USERS_FILE"),               # without users anyone is any staff member
+    ({"ELDERWATCH_CLOCK_OFFSET_FILE": "offset"}, "tests only"),           # a movable clock escalates at will
+    ({"ELDERWATCH_SECRET_KEY": None}, "SECRET_KEY"),                      # sessions signed with nothing
+    ({"ELDERWATCH_SECRET_KEY": "too-short"}, "SECRET_KEY"),
+    ({"ELDERWATCH_SECRET_KEY": "elderwatch-demo-secret-key-not-for-production"}, "SECRET_KEY"),  # the demo's
+    ({"ELDERWATCH_PUBLIC_URL": "http://elderwatch.example.org"}, "https"),  # cookies are Secure
+], ids=["no-users", "test-clock", "no-secret", "short-secret", "demo-secret", "plain-http"])
+def test_production_refuses_unsafe_settings(clean_env, tmp_path, change, message):
+    safe = {"ELDERWATCH_ENVIRONMENT": "production", "ELDERWATCH_REPLICATION_FACTOR": "3",
+            "KAFKA_BOOTSTRAP_SERVERS": "kafka-1.prod:9092", "ELDERWATCH_STAFF_TOKENS_FILE": str(tmp_path / "tokens.json"),
+            "ELDERWATCH_SECRET_KEY": SECRET, "ELDERWATCH_PUBLIC_URL": "https://elderwatch.example.org"}
+    for variable, value in {**safe, **change}.items():
+        if value is not None:
+            clean_env.setenv(variable, str(tmp_path / value) if variable.endswith("_FILE") and "/" not in value else value)
     with pytest.raises(ValidationError, match=message):
         Settings()
+
+
+def test_users_file_alone_is_enough_in_production(clean_env, tmp_path):
+    for variable, value in {"ELDERWATCH_ENVIRONMENT": "production", "ELDERWATCH_REPLICATION_FACTOR": "3",
+                            "KAFKA_BOOTSTRAP_SERVERS": "kafka-1.prod:9092", "ELDERWATCH_USERS_FILE": str(tmp_path / "u.json"),
+                            "ELDERWATCH_SECRET_KEY": SECRET, "ELDERWATCH_PUBLIC_URL": "https://ew.example.org"}.items():
+        clean_env.setenv(variable, value)
+    assert not Settings().trusts_staff_header
+    clean_env.setenv("ELDERWATCH_ENVIRONMENT", "development")
+    assert not Settings().trusts_staff_header  # a users file: the header means nothing, in development too
 
 
 @pytest.mark.parametrize(("replication", "servers", "message"), [
