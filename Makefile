@@ -13,12 +13,13 @@ PY := $(VENV)/bin/python
 DEMO_SECONDS ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: help venv kafka test demo bench clean
+.PHONY: help venv kafka system-packages test demo bench clean
 
 help:
 	@echo "elderwatch make targets:"
 	@echo "  venv    create $(VENV) and install elderwatch with its test extras (re-run when pyproject.toml changes)"
 	@echo "  kafka   fetch the local Apache Kafka broker jars into the cache (needs java + mvn)"
+	@echo "  system-packages  Debian packages the tests need ($(DEBIAN_PACKAGES)), installed with apt-get if missing"
 	@echo "  test    run the test suite against a local broker (PYTEST_ARGS='...' to narrow it)"
 	@echo "  demo    run the end-to-end demo for DEMO_SECONDS seconds (0 = until Ctrl-C)"
 	@echo "  bench   run the throughput benchmark"
@@ -37,9 +38,24 @@ $(VENV)/.installed: pyproject.toml
 kafka: venv
 	$(PY) -m elderwatch.localkafka fetch
 
+# The browser tests drive Debian's chromium (Playwright with executable_path: no browser download);
+# a CJK font so Chinese pages render (and their screenshots show characters, not boxes).
+DEBIAN_PACKAGES ?= chromium fonts-wqy-microhei
+system-packages:
+	@missing=""; for pkg in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else \
+	    echo "make: missing Debian packages:$$missing (run as root, or: sudo apt-get install$$missing)" >&2; exit 1; fi; \
+	  echo "== apt-get install$$missing"; \
+	  $$sudo apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends$$missing >/dev/null; \
+	fi
+
 # pytest exits 5 when it collected no tests: that is a broken set-up (wrong
 # path, import error hiding tests), never a pass.
-test: venv kafka
+test: venv kafka system-packages
 	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ "$$status" -eq 5 ]; then \
 	  echo "make test: pytest collected no tests (exit 5) -- this is a set-up failure, not a pass" >&2; \
