@@ -181,7 +181,8 @@ def _warning(desk: HouseholdDesk, command: TicketCommand, now: datetime, rules: 
                                      reason=f"attached to open ticket {open_id}")], [])
     ticket = open_ticket(warning.warning_id, household_id=desk.household_id, kind=kind,
                          severity=warning.severity.value, chain=rules.chain(desk.roster, kind), at=command.event.at,
-                         summary=warning.summary, config_version=warning.config_version)
+                         summary=warning.summary, config_version=warning.config_version,
+                         community=desk.roster.community if desk.roster else None)
     new = _store(desk, ticket, now, warning)
     dispatch = due(ticket, ticket.opened_at)
     return DeskResult(new, [_ack(command, AckResult.APPLIED, now, ticket=ticket)], [TicketCommand.of(ticket, dispatch)])

@@ -85,7 +85,8 @@ def notifications_for(ack: TicketAck, *, ticket_path: str = "/tickets/{ticket_id
     summary = ticket.summary
     url = ticket_path.format(ticket_id=quote(ack.ticket_id, safe=""))
     return [Notification(notification_id=f"{ack.ack_id}->{recipient}", recipient=recipient, reason=reason,
-                         ticket_id=ack.ticket_id, household_id=ack.household_id, kind=ticket.kind,
+                         ticket_id=ack.ticket_id, household_id=ack.household_id, community=ticket.community,
+                         kind=ticket.kind,
                          severity=ticket.severity, state=ticket.state.value, summary=summary, ticket_url=url,
                          respond_by=ticket.deadline,
                          at=ack.at)

@@ -125,6 +125,8 @@ class Ticket(BaseModel):
     kind: str
     severity: str
     summary: str | None = Field(default=None, description="The first warning's sentence for a community worker.")
+    community: str | None = Field(default=None, description="The household's community on the roster when the ticket "
+                                  "opened (routes its notifications); none: not on the roster, or an older ticket.")
     config_version: str | None = Field(default=None, description="The detection config the first warning was raised "
                                                                   "under (an audit's answer to 'which setting').")
     state: State = State.OPEN
@@ -202,7 +204,8 @@ ALLOWED: dict[State, tuple[EventKind, ...]] = {
 
 
 def open_ticket(warning_id: str, *, household_id: str, kind: str, severity: str, chain: tuple[str, ...],
-                at: datetime, summary: str | None = None, config_version: str | None = None) -> Ticket:
+                at: datetime, summary: str | None = None, config_version: str | None = None,
+                community: str | None = None) -> Ticket:
     """A new ticket for a warning; its id is the warning's (stable, so a replay opens the same).
 
     It is due at once: :func:`due` turns an open ticket into its dispatch, so a dispatch lost on the
@@ -212,7 +215,7 @@ def open_ticket(warning_id: str, *, household_id: str, kind: str, severity: str,
         raise ValueError("a ticket needs at least one person to ask (the household's primary worker)")
     return Ticket(ticket_id=warning_id, household_id=household_id, kind=kind, severity=severity, summary=summary, chain=chain,
                   warning_ids=(warning_id,), opened_at=at, deadline=at, seen_keys=(f"warning:{warning_id}",),
-                  config_version=config_version)
+                  config_version=config_version, community=community)
 
 
 def apply(ticket: Ticket, event: Event, policy: Policy = POLICY) -> Result:

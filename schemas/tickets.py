@@ -170,6 +170,8 @@ class Notification(BaseModel):
     reason: Literal["dispatched", "escalated", "re_alert", "snooze_over", "feedback_reminder"]
     ticket_id: str
     household_id: HouseholdId
+    community: str | None = Field(default=None, description="The household's community (routes the notification to "
+                                  "that community's channel); none: not on the roster.")
     kind: str
     severity: str
     state: str

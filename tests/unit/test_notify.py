@@ -107,6 +107,14 @@ def test_summary_and_deadline_come_from_the_ticket():
     assert (n.summary, n.respond_by) == ("no water since 02:00", T0 + timedelta(minutes=15))
 
 
+def test_the_households_community_travels_with_the_notification():
+    # it chooses the community's channel (dispatch/channels/routing.py); older tickets have none
+    ticket = TICKET.model_copy(update={"community": "north"})
+    (n,) = notifications_for(ack(EventKind.DISPATCH, ticket=ticket))
+    assert n.community == "north"
+    assert Ticket.model_validate({k: v for k, v in TICKET.model_dump().items() if k != "community"}).community is None
+
+
 def test_ticket_path_is_configurable():
     (n,) = notifications_for(ack(EventKind.DISPATCH), ticket_path="/staff/v1/tickets/{ticket_id}/view")
     assert n.ticket_url.startswith("/staff/v1/tickets/hh-000042%2F") and n.ticket_url.endswith("/view")
