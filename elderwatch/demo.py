@@ -341,11 +341,12 @@ def _loop_cells(page: str, day: float, watch: TicketWatch) -> str:
     return f" | day {day:4.1f}  warnings {warnings:>3}  tickets: {tickets}"
 
 
-def _print_loop_intro(client: StaffClient, roster, staff: list[str], prefix: str) -> None:
+def _print_loop_intro(client: StaffClient, roster, staff: list[str], prefix: str, tokens: dict[str, str]) -> None:
     print(f"roster: {len(roster)} households loaded into {prefix}households.roster; "
           f"tickets watched as {', '.join(staff)}", flush=True)
     print(f"staff API: {client.base}  (OpenAPI: {client.base}/openapi.json). Try:\n"
-          f"  curl -s -H 'X-Staff-Id: {roster[0].staff.primary_worker}' '{client.base}/tickets?state=all'", flush=True)
+          f"  curl -s -H 'Authorization: Bearer {tokens[roster[0].staff.primary_worker]}' "
+          f"'{client.base}/tickets?state=all'", flush=True)
     print(f"demo deadlines: a dispatch not acknowledged within "
           f"{' / '.join(str(m) for m in _DEMO_ACK_TIMEOUT_MIN.values())} min ({' / '.join(_DEMO_ACK_TIMEOUT_MIN)} "
           f"severity) escalates to the next person (production: 15 / 60 / 480)", flush=True)
@@ -386,12 +387,53 @@ def _simulate(workdir: Path, households: int, days: int):
     return simulate(households=households, days=days, seed=7, out_dir=workdir / "sim", warmup_days=warmup)
 
 
+#: Every demo user's password (the demo runs on 127.0.0.1 only; production refuses the demo's secret key).
+DEMO_PASSWORD = "elderwatch-demo"
+DEMO_SECRET_KEY = "elderwatch-demo-secret-key-not-for-production"
+
+
+def _demo_users(households_csv: Path, users_file: Path) -> tuple[dict[str, str], list[str]]:
+    """A users file for the demo's roster: every worker (staff), every supervisor (their communities), the
+    duty and data-quality desks, one operator; all with :data:`DEMO_PASSWORD` and an API token (the
+    simulated community worker calls the staff API with them). Returns (staff id -> token, sign-in lines)."""
+    from elderwatch.roster import read_households_file
+    from elderwatch.users import UserStore
+    from schemas.users import User
+
+    households, _ = read_households_file(households_csv)
+    communities: dict[str, set[str]] = {}
+    workers: list[str] = []
+    for h in households:
+        for person in (h.staff.primary_worker, h.staff.backup_worker):
+            if person and person not in workers:
+                workers.append(person)
+        if h.staff.supervisor:
+            communities.setdefault(h.staff.supervisor, set()).add(h.community)
+    users = [User(user_id=w, role="staff") for w in [*workers, "duty-desk", "data-quality-desk"]]
+    users += [User(user_id=s, role="supervisor", communities=tuple(sorted(c)), language="en")
+              for s, c in communities.items()]
+    users.append(User(user_id="operator", role="operator", language="en"))
+    store = UserStore(users_file)
+    tokens = {}
+    for user in users:
+        store.add(user, password=DEMO_PASSWORD, replace=True)
+        tokens[user.user_id] = store.issue_token(user.user_id)
+    first = households[0].staff.primary_worker
+    lines = [f"{first} (staff, 中文)"]
+    if communities:
+        lines.append(f"{next(iter(communities))} (supervisor, English)")
+    lines.append("operator (operator, English)")
+    return tokens, lines
+
+
 def _start_worker(workdir: Path, bootstrap: str, households_csv: Path) -> tuple[subprocess.Popen, int, str]:
     from elderwatch.localkafka import free_port
 
     port = free_port()
     app_id = f"elderwatch-demo-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELDERWATCH_APP_ID": app_id,
+           "ELDERWATCH_USERS_FILE": str(workdir / "users.json"), "ELDERWATCH_SECRET_KEY": DEMO_SECRET_KEY,
+           "ELDERWATCH_PUBLIC_URL": f"http://127.0.0.1:{port}",
            "ELDERWATCH_TOPIC_PREFIX": f"{app_id}.", "ELDERWATCH_WEB_PORT": str(port),
            "ELDERWATCH_DATA_DIR": str(workdir / "worker"), "ELDERWATCH_HOUSEHOLDS_FILE": str(households_csv),
            "ELDERWATCH_TICKET_TIMER_INTERVAL_S": "2",
@@ -503,6 +545,7 @@ def run_demo(*, seconds: float, households: int, days: int, speed: str) -> int:
         summary = _simulate(workdir, households, days)
         print(f"  {summary.rows:,} readings, labelled anomalies: {summary.labels_by_kind}", flush=True)
         households_csv = summary.out_dir / "households.csv"
+        tokens, sign_ins = _demo_users(households_csv, workdir / "users.json")
 
         worker, port, prefix = _start_worker(workdir, bootstrap, households_csv)
         print(f"starting the worker (metrics on http://127.0.0.1:{port}/metrics, log {workdir / 'worker.log'}) ...",
@@ -515,8 +558,11 @@ def run_demo(*, seconds: float, households: int, days: int, speed: str) -> int:
 
         roster = _load_roster(households_csv, bootstrap, prefix)
         staff = watchers(roster)
-        client = StaffClient(port)
-        _print_loop_intro(client, roster, staff, prefix)
+        client = StaffClient(port, tokens)
+        _print_loop_intro(client, roster, staff, prefix, tokens)
+        print(f"staff console: http://127.0.0.1:{port}/  sign in with password '{DEMO_PASSWORD}' as "
+              + ", ".join(sign_ins) + f" (users: {workdir / 'users.json'}; `elderwatch users --file ... add` for more)",
+              flush=True)
 
         community = CommunityWorker(client, limit=ACT_ON, bootstrap=bootstrap,
                                     feedback_acks=full_name(ack_of(TICKETS_FEEDBACK), prefix))

@@ -13,15 +13,18 @@ import urllib.request
 
 
 class StaffClient:
-    """``/api/v1`` with ``X-Staff-Id`` (the worker runs without a tokens file: development)."""
+    """``/api/v1`` as each staff member: with their API token (``tokens``: staff id -> token, from
+    ``elderwatch users token``), or with ``X-Staff-Id`` when the worker has no users (development)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tokens: dict[str, str] | None = None) -> None:
         self.base = f"http://127.0.0.1:{port}/api/v1"
+        self.tokens = tokens
 
     def call(self, method: str, path: str, staff: str, body: dict | None = None,
              key: str | None = None) -> tuple[int, dict]:
         """(HTTP status, JSON body); status 0 when the worker did not answer (busy or stopping)."""
-        headers = {"X-Staff-Id": staff, "Content-Type": "application/json"}
+        who = {"X-Staff-Id": staff} if self.tokens is None else {"Authorization": f"Bearer {self.tokens.get(staff, '')}"}
+        headers = {**who, "Content-Type": "application/json"}
         if key:
             headers["Idempotency-Key"] = key
         data = json.dumps(body).encode() if body is not None else None

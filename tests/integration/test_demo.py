@@ -30,7 +30,8 @@ def test_demo_runs_prints_counts_and_balances(kafka_bootstrap):
     assert "-> OK" in result.stdout
     # Four days cannot get past the detectors' 21-day warm-up: no ticket, and the demo says why.
     assert _lines(result, r"^loop: no welfare ticket: too little data past the detectors' 21-day warm-up .* -> OK$")
-    assert "X-Staff-Id: w-" in result.stdout and "/api/v1/tickets?state=all" in result.stdout
+    assert "Authorization: Bearer " in result.stdout and "/api/v1/tickets?state=all" in result.stdout
+    assert _lines(result, r"^staff console: http://127\.0\.0\.1:\d+/  sign in with password 'elderwatch-demo' as w-")
     assert "demo stopped" in result.stdout
 
 

@@ -112,3 +112,16 @@ def test_users_command(tmp_path):
     assert "north,east" in listing and "$argon2" not in listing and token not in listing
     assert run("remove", "w-1").returncode == 0 and UserStore(path).get("w-1") is None
     assert json.loads(path.read_text())["schema_version"] == 1
+
+
+def test_with_a_users_file_the_development_header_means_nothing(tmp_path):
+    from elderwatch.settings import Settings
+    from streams.staff_api import StaffAuth
+
+    store = UserStore(tmp_path / "users.json")
+    store.add(User(user_id="s-1", role="supervisor", communities=("north",)), password=PASSWORD)
+    token = store.issue_token("s-1")
+    auth = StaffAuth.from_settings(Settings(users_file=tmp_path / "users.json"))
+    assert auth.caller({"X-Staff-Id": "s-1"}) is None
+    assert auth.caller({"Authorization": f"Bearer {token}"}).communities == ("north",)
+    assert StaffAuth.from_settings(Settings()).caller({"X-Staff-Id": "s-1"}).role == "staff"  # development, no files
