@@ -1,23 +1,27 @@
-"""The notifier: a ticket acknowledgement becomes webhook POSTs to the staff who must be told.
+"""The notifier: a ticket acknowledgement becomes messages to the staff who must be told, where they are.
 
 Three stages, each one method (as in Alertmanager's notify pipeline)::
 
-    TicketAck ──notifications_for──▶ [Notification, …] ──WebhookSender.deliver──▶ delivered | rejected
-              (pure: should we tell,   one per recipient     │ retries retryable attempts with backoff
-               whom, and why)                                └─ WebhookSender.attempt: one POST, classified
+    TicketAck ──notifications_for──▶ [Notification, …] ──Notifier.deliver──▶ delivered | rejected
+              (pure: should we tell,   one per recipient   │ the recipient's route (dispatch/channels/routing.py),
+               whom, and why)                              │ then retries retryable tries with backoff
+                                                           └─ Channel.send: one try, classified (webhook, WeCom,
+                                                              DingTalk, e-mail: dispatch/channels/)
 
-What a delivery guarantees:
+The retry loop is the same for every channel; a channel only says how one try ended. What a
+delivery guarantees:
 
-* **Never lost to a receiver that is down.** Connection errors, timeouts, 408, 429 and 5xx are
-  retried after 1 s, 2 s, 4 s, … (at most ``max_backoff_s``; a ``Retry-After`` in seconds is
-  honoured, capped the same way) until the receiver answers 2xx. A receiver down for an hour
-  delays notifications by an hour.
+* **Never lost to a receiver that is down.** A retryable try (connection refused, a timeout, HTTP
+  408, 429 or 5xx, a robot's rate limit, SMTP 4xx) is tried again after 1 s, 2 s, 4 s, … (at most
+  ``max_backoff_s``; a ``Retry-After`` in seconds is honoured, capped the same way) until the
+  receiver takes it. A receiver down for an hour delays notifications by an hour.
 * **Possibly sent twice.** A timeout may hide a request the receiver did get; a worker restart
   re-sends the notification it was delivering. ``notification_id`` is stable (the same ack makes
-  the same id) and travels as the ``Idempotency-Key`` header: the receiver acts once per key.
-* **Rejected means lost, loudly.** Any other answer (4xx, 3xx) means the receiver refuses this
-  request and always will; retrying would block every later notification behind it. It is counted
-  (``elderwatch_notify_rejected_total``) and logged, without household id or payload.
+  the same id) and travels with it: the webhook's ``Idempotency-Key`` header (the receiver acts once
+  per key), an e-mail's ``Message-ID``, the short reference in a chat message.
+* **Rejected means lost, loudly.** A refusal that will not change (HTTP 4xx, 3xx, a robot's bad key,
+  SMTP 5xx) would block every later notification behind it if retried. It is counted
+  (``elderwatch_notify_rejected_total{channel}``) and logged, without household id, address or payload.
 
 The clock and the sleep are injected, so tests run a timeline without waiting.
 """
@@ -28,14 +32,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
-import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
-from yarl import URL
 
+from dispatch.channels import CHANNELS
+from dispatch.channels.base import DELIVERED, REJECTED, RETRYABLE, Attempt, classify, parse_retry_after
+from dispatch.channels.routing import ChannelRoutes
 from dispatch.tickets import EventKind
 from schemas.tickets import AckResult, Notification, TicketAck
 
@@ -55,8 +59,6 @@ REASONS: dict[EventKind, Reason] = {
     EventKind.WAKE: "snooze_over",
     EventKind.FEEDBACK_TIMEOUT: "feedback_reminder",
 }
-
-DELIVERED, RETRYABLE, REJECTED = "delivered", "retryable", "rejected"
 
 
 class DeliveryInterrupted(Exception):
@@ -93,37 +95,7 @@ def notifications_for(ack: TicketAck, *, ticket_path: str = "/tickets/{ticket_id
             for recipient in dict.fromkeys(ack.notify)]  # each person once, in the ack's order
 
 
-# -- stage 2: one attempt, classified (pure helpers) -------------------------------------------
-
-def classify(status: int) -> str:
-    """What an HTTP status means for a notification.
-
-    >>> [classify(s) for s in (200, 202, 204)]
-    ['delivered', 'delivered', 'delivered']
-    >>> [classify(s) for s in (408, 429, 500, 502, 503)]
-    ['retryable', 'retryable', 'retryable', 'retryable', 'retryable']
-    >>> [classify(s) for s in (400, 401, 404, 410, 301)]  # the receiver refuses; it will again
-    ['rejected', 'rejected', 'rejected', 'rejected', 'rejected']
-    """
-    if 200 <= status < 300:
-        return DELIVERED
-    if status in (408, 429) or status >= 500:
-        return RETRYABLE
-    return REJECTED
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header; None if absent or not in seconds (an HTTP date is ignored).
-
-    >>> parse_retry_after("120"), parse_retry_after(" 7 "), parse_retry_after(None)
-    (120.0, 7.0, None)
-    >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None, parse_retry_after("-3") is None
-    (True, True)
-    """
-    if value is None or not value.strip().isdigit():
-        return None
-    return float(value.strip())
-
+# -- stage 2: one try, classified: dispatch/channels (Channel.send -> Attempt) ---------------
 
 def backoff_delay(failures: int, max_backoff_s: float, retry_after: float | None = None) -> float:
     """Seconds to wait after ``failures`` consecutive retryable attempts: 1, 2, 4, … up to ``max_backoff_s``.
@@ -140,38 +112,30 @@ def backoff_delay(failures: int, max_backoff_s: float, retry_after: float | None
     return float(min(delay, max_backoff_s))
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """How one POST ended. ``detail`` is safe to log: a status or an exception type, never the payload."""
-
-    result: str
-    detail: str
-    retry_after: float | None = None
-
-
 # -- metrics -----------------------------------------------------------------------------------
 
 class NotifyMetrics:
     """The notifier's counters and gauges. Once the ack topics are drained:
-    notifications = delivered + rejected + skipped."""
+    notifications = delivered + rejected + skipped (summed over channels). The ``channel`` label is a
+    channel type (``webhook``, ``wecom``, ``dingtalk``, ``email``), never a configured name or a person."""
 
     RESULTS = (DELIVERED, RETRYABLE, REJECTED)
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.attempts = Counter("elderwatch_notify_attempts", "Webhook POSTs, by how they ended.", ["result"],
-                                registry=r)
-        self.delivered = Counter("elderwatch_notify_delivered", "Notifications the webhook accepted (2xx).",
-                                 registry=r)
+        self.attempts = Counter("elderwatch_notify_attempts", "Tries at telling someone, by channel and how they "
+                                "ended (retryable ones are retried).", ["channel", "result"], registry=r)
+        self.delivered = Counter("elderwatch_notify_delivered", "Notifications a channel's receiver accepted.",
+                                 ["channel"], registry=r)
         self.rejected = Counter("elderwatch_notify_rejected",
-                                "Notifications the webhook refused for good (4xx but 408/429, 3xx): not retried, lost.",
-                                registry=r)
+                                "Notifications a channel's receiver refused for good (HTTP 4xx but 408/429, a "
+                                "robot's error code, SMTP 5xx): not retried, lost.", ["channel"], registry=r)
         self.parked = Counter("elderwatch_notify_parked",
                               "Notifications put on notifications.pending because the worker stopped or "
                               "rebalanced while they were being retried (delivered later).", registry=r)
-        self.skipped = Counter("elderwatch_notify_skipped", "Notifications not sent: no webhook configured.",
-                               registry=r)
+        self.skipped = Counter("elderwatch_notify_skipped", "Notifications not sent: no channel configured "
+                               "(neither a webhook nor a channels file).", registry=r)
         self.unreadable = Counter("elderwatch_notify_unreadable",
                                   "Messages on the .ack topics that are not a TicketAck: skipped.", registry=r)
         self.retrying = Gauge("elderwatch_notify_retrying", "1 while a notification is being retried.", registry=r)
@@ -181,25 +145,37 @@ class NotifyMetrics:
             registry=r)
         self.last_success_timestamp_seconds = Gauge("elderwatch_notify_last_success_timestamp_seconds",
                                                     "Unix time of the last delivered notification.", registry=r)
-        for result in self.RESULTS:  # export zeros too, so rate() works from the start
-            self.attempts.labels(result=result)
+        for channel in CHANNELS:  # export zeros too, so rate() works from the start
+            for result in self.RESULTS:
+                self.attempts.labels(channel=channel, result=result)
+            self.delivered.labels(channel=channel)
+            self.rejected.labels(channel=channel)
 
 
 # -- stage 3: deliver, retrying ----------------------------------------------------------------
 
-class WebhookSender:
-    """POSTs notifications as JSON to ``url``; :meth:`deliver` retries until delivered or rejected."""
+class Notifier:
+    """Delivers notifications through the channel :class:`~dispatch.channels.routing.ChannelRoutes` picks for
+    each recipient; :meth:`deliver` retries retryable tries until delivered or rejected, whatever the channel.
 
-    def __init__(self, url: str, *, timeout_s: float = 5.0, max_backoff_s: float = 60.0,
-                 metrics: NotifyMetrics | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    Parameters
+    ----------
+    routes
+        The configured channels and who each tells.
+    max_backoff_s
+        Longest wait between two tries (a ``Retry-After`` is capped by it too).
+    metrics
+        Counters and gauges (a new registry if not given).
+    sleep, clock
+        Injected so tests run a timeline without waiting.
+    """
+
+    def __init__(self, routes: ChannelRoutes, *, max_backoff_s: float = 60.0, metrics: NotifyMetrics | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        parsed = URL(url)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError("the webhook URL must be an absolute http(s) URL")  # fail at start, not per message
-        self.url, self.timeout_s, self.max_backoff_s = url, timeout_s, max_backoff_s
+        self.routes, self.max_backoff_s = routes, max_backoff_s
         self.metrics = metrics or NotifyMetrics()
         self.sleep, self.clock = sleep, clock
-        self._session: aiohttp.ClientSession | None = None
         self._pending_since: float | None = None
         self.metrics.oldest_pending_seconds.set_function(self._pending_seconds)
 
@@ -208,25 +184,27 @@ class WebhookSender:
         unless ``interrupted()`` becomes true (the worker stops or rebalances): then
         :class:`DeliveryInterrupted` is raised and the caller keeps the notification for later."""
         m = self.metrics
+        channel, message = self.routes.resolve(notification)
+        kind = channel.name  # the label and the log name: a type, never a URL or a person
         self._pending_since = self.clock()
         failures = 0
         try:
             while True:
-                attempt = await self.attempt(notification)
-                m.attempts.labels(result=attempt.result).inc()
+                attempt = await channel.send(notification, message)
+                m.attempts.labels(channel=kind, result=attempt.result).inc()
                 if attempt.result == DELIVERED:
-                    m.delivered.inc()
+                    m.delivered.labels(channel=kind).inc()
                     m.last_success_timestamp_seconds.set_to_current_time()
                     return DELIVERED
                 if attempt.result == REJECTED:
-                    m.rejected.inc()
-                    log.error("webhook rejected a %s notification (%s): not retried; check the receiver",
-                              notification.reason, attempt.detail)
+                    m.rejected.labels(channel=kind).inc()
+                    log.error("%s rejected a %s notification (%s): not retried; check the channel's configuration",
+                              kind, notification.reason, attempt.detail)
                     return REJECTED
                 failures += 1
                 delay = backoff_delay(failures, self.max_backoff_s, attempt.retry_after)
                 m.retrying.set(1)
-                log.warning("webhook attempt %d failed (%s): retrying in %.0f s", failures, attempt.detail, delay)
+                log.warning("%s attempt %d failed (%s): retrying in %.0f s", kind, failures, attempt.detail, delay)
                 await self._wait(delay, interrupted)
         finally:
             self._pending_since = None
@@ -247,32 +225,25 @@ class WebhookSender:
         if interrupted():
             raise DeliveryInterrupted
 
-    async def attempt(self, notification: Notification) -> Attempt:
-        """One POST, classified; never raises for a network failure."""
-        headers = {"Content-Type": "application/json", "Idempotency-Key": notification.notification_id,
-                   "User-Agent": "elderwatch"}
-        try:
-            async with self._client().post(self.url, data=notification.model_dump_json().encode(), headers=headers,
-                                           timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                                           allow_redirects=False) as response:
-                status, retry_after = response.status, parse_retry_after(response.headers.get("Retry-After"))
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            return Attempt(RETRYABLE, type(exc).__name__)
-        return Attempt(classify(status), f"HTTP {status}", retry_after)
-
     async def close(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-        return self._session
+        """Close every channel's connections (when the notify agent stops)."""
+        await self.routes.close()
 
     def _pending_seconds(self) -> float:
         return 0.0 if self._pending_since is None else self.clock() - self._pending_since
 
 
-__all__ = ["REASONS", "Attempt", "NotifyMetrics", "WebhookSender", "backoff_delay", "classify", "notifications_for",
-           "notify_reason", "parse_retry_after"]
+class WebhookSender(Notifier):
+    """A :class:`Notifier` that tells everyone through one generic webhook at ``url`` (the JSON notification,
+    as before the channels file existed)."""
+
+    def __init__(self, url: str, *, timeout_s: float = 5.0, max_backoff_s: float = 60.0,
+                 metrics: NotifyMetrics | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(ChannelRoutes.webhook_only(url, timeout_s=timeout_s), max_backoff_s=max_backoff_s,
+                         metrics=metrics, sleep=sleep, clock=clock)
+        self.url = url
+
+
+__all__ = ["REASONS", "Attempt", "DeliveryInterrupted", "Notifier", "NotifyMetrics", "WebhookSender", "backoff_delay",
+           "classify", "notifications_for", "notify_reason", "parse_retry_after"]

@@ -1,4 +1,5 @@
-"""The notify stage: ``tickets.*.ack`` -> :mod:`dispatch.notify` -> the webhook.
+"""The notify stage: ``tickets.*.ack`` -> :mod:`dispatch.notify` -> each recipient's channel (webhook, WeCom,
+DingTalk, e-mail: :mod:`dispatch.channels`).
 
 One agent, ``notify``, concurrency 1, so notifications leave in the order their acks arrived.
 Per message, in this order:
@@ -6,11 +7,12 @@ Per message, in this order:
 1. parse; a message that is not a :class:`~schemas.tickets.TicketAck` is counted
    (``elderwatch_notify_unreadable_total``), logged by its coordinates and skipped, never a crash;
 2. :func:`~dispatch.notify.notifications_for` picks who to tell and why (nobody, for most acks);
-3. no webhook configured: each notification is counted as skipped; otherwise it is delivered,
+3. no channel configured (neither ``ELDERWATCH_WEBHOOK_URL`` nor ``ELDERWATCH_CHANNELS_FILE``): each
+   notification is counted as skipped; otherwise it is delivered through its recipient's channel,
    which retries until the receiver accepts it or refuses it for good;
 4. only then the next message. Faust commits a message's offset once the agent has moved past it,
    so a worker that stops mid-delivery re-sends that message's notifications after the restart
-   (same ``Idempotency-Key``: the receiver acts once); nothing is lost.
+   (same ``Idempotency-Key``, ``Message-ID`` or reference: the receiver can tell); nothing is lost.
 
 A receiver that is down holds up every later notification behind the one being retried
 (``elderwatch_notify_retrying``, ``elderwatch_notify_oldest_pending_seconds`` show it) and the ack
@@ -32,7 +34,8 @@ from collections.abc import Iterable
 import faust
 from pydantic import ValidationError
 
-from dispatch.notify import DeliveryInterrupted, NotifyMetrics, WebhookSender, notifications_for
+from dispatch.channels.routing import ChannelRoutes, ChannelsFileError
+from dispatch.notify import DeliveryInterrupted, Notifier, NotifyMetrics, notifications_for
 from elderwatch.settings import Settings
 from schemas.tickets import Notification, TicketAck
 
@@ -66,18 +69,33 @@ def parse_notification(value: bytes | None) -> Notification | ValidationError | 
         return exc
 
 
+def notifier_from_settings(settings: Settings, metrics: NotifyMetrics) -> Notifier | None:
+    """The notifier the settings describe: the channels file's routes (with ``ELDERWATCH_WEBHOOK_URL`` as the
+    channel named ``webhook``), or the webhook for everyone; None with neither.
+
+    A channels file that cannot be used stops the worker at start with one line (``SystemExit``), as a bad
+    detection config does: a notifier that cannot tell anyone must not run quietly."""
+    try:
+        routes = ChannelRoutes.load(settings.channels_file, webhook_url=settings.webhook_url,
+                                    public_url=settings.public_url, timeout_s=settings.webhook_timeout_s)
+    except ChannelsFileError as exc:
+        raise SystemExit(f"elderwatch: bad ELDERWATCH_CHANNELS_FILE or ELDERWATCH_WEBHOOK_URL: {exc}") from None
+    if routes is None:
+        return None
+    return Notifier(routes, max_backoff_s=settings.webhook_max_backoff_s, metrics=metrics)
+
+
 def register_notifier(app: faust.App, ack_topics: faust.TopicT | Iterable[faust.TopicT], settings: Settings,
-                      metrics: NotifyMetrics, *, sender: WebhookSender | None = None,
+                      metrics: NotifyMetrics, *, sender: Notifier | None = None,
                       pending: faust.TopicT | None = None) -> None:
     """Add the ``notify`` agent over the ``.ack`` topics (raw bytes): one topic over several names, or several
     topics (e.g. ``topics.ticket_acks.values()``), merged into one channel.
 
-    ``sender`` defaults to a :class:`WebhookSender` for ``settings.webhook_url``; with neither, nothing is sent
-    and every notification is counted as skipped. The sender's session is closed when the agent stops.
+    ``sender`` defaults to :func:`notifier_from_settings`; with no channel configured, nothing is sent and every
+    notification is counted as skipped. The channels' connections are closed when the agent stops.
     """
-    if sender is None and settings.webhook_url is not None:
-        sender = WebhookSender(settings.webhook_url, timeout_s=settings.webhook_timeout_s,
-                               max_backoff_s=settings.webhook_max_backoff_s, metrics=metrics)
+    if sender is None:
+        sender = notifier_from_settings(settings, metrics)
     names = [name for topic in ([ack_topics] if isinstance(ack_topics, faust.TopicT) else ack_topics)
              for name in topic.topics]
     pending_name = pending.get_topic_name() if pending is not None else None
@@ -123,7 +141,7 @@ def register_notifier(app: faust.App, ack_topics: faust.TopicT | Iterable[faust.
                                 message.offset, "empty" if parsed is None else parsed.errors()[0]["type"])
                     continue
                 await deliver_all(notifications, key)
-        finally:  # the agent stops with the app: its last attempt is over, the session can go
+        finally:  # the agent stops with the app: its last attempt is over, the connections can go
             if sender is not None:
                 await sender.close()
 
@@ -131,4 +149,4 @@ def register_notifier(app: faust.App, ack_topics: faust.TopicT | Iterable[faust.
     app.elderwatch_notify_sender = sender
 
 
-__all__ = ["parse_ack", "register_notifier"]
+__all__ = ["notifier_from_settings", "parse_ack", "register_notifier"]

@@ -182,7 +182,13 @@ class FakeTime:
         self.now += seconds
 
 
+#: Counters labelled by channel type; here always the webhook.
+BY_CHANNEL = ("elderwatch_notify_attempts_total", "elderwatch_notify_delivered_total", "elderwatch_notify_rejected_total")
+
+
 def sample(metrics: NotifyMetrics, name: str, **labels: str) -> float:
+    if name in BY_CHANNEL:
+        labels.setdefault("channel", "webhook")
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
@@ -363,7 +369,7 @@ def test_the_agent_skips_unreadable_messages_and_delivers_the_rest():
             await agent.put(b"{not json", key=HOUSEHOLD.encode())
             await agent.put(ack(EventKind.DISPATCH).model_dump_json().encode(), key=HOUSEHOLD.encode())
             await agent.put(ack(EventKind.ACKNOWLEDGE, ()).model_dump_json().encode(), key=HOUSEHOLD.encode())
-        assert sender._session is None  # closed when the agent stopped
+        assert sender.routes.channels["webhook"]._session is None  # closed when the agent stopped
 
     run(receiver, body)
     # the agent links to the staff API's ticket page
@@ -395,7 +401,7 @@ def test_a_stopping_worker_interrupts_the_retry_instead_of_waiting_for_the_recei
     # the receiver is down; after three failed attempts the worker starts to stop
     fake, metrics = FakeTime(), NotifyMetrics()
     sender = WebhookSender(f"http://127.0.0.1:{free_port()}/hook", metrics=metrics, sleep=fake.sleep, clock=fake.clock)
-    stopping = lambda: metrics.attempts.labels(result="retryable")._value.get() >= 3  # noqa: E731
+    stopping = lambda: sample(metrics, "elderwatch_notify_attempts_total", result="retryable") >= 3  # noqa: E731
 
     async def body():
         with pytest.raises(DeliveryInterrupted):
@@ -403,6 +409,6 @@ def test_a_stopping_worker_interrupts_the_retry_instead_of_waiting_for_the_recei
         await sender.close()
 
     asyncio.run(body())
-    assert metrics.attempts.labels(result="retryable")._value.get() == 3  # no fourth attempt
+    assert sample(metrics, "elderwatch_notify_attempts_total", result="retryable") == 3  # no fourth attempt
     assert max(fake.sleeps) <= 0.25  # the backoff is slept in slices that can be interrupted
     assert metrics.retrying._value.get() == 0
