@@ -3,6 +3,11 @@
 ``ts`` is ISO-8601 with a UTC offset and marks the END of the interval; ``value`` is what was
 used in the interval (kWh or litres). Simulator output, importer output and offline detection
 all use it. ``.gz`` files are read and written transparently.
+
+A utility pushing CSV over HTTP (``POST /api/v1/readings``) may name a household by its own ids
+instead: the optional columns ``utility_id,meter_id`` (:data:`OPTIONAL_COLUMNS`), with
+``household_id`` left empty or left out. Each row becomes the JSON reading it describes
+(:func:`reading_json`), which is what ``readings.raw`` carries.
 """
 
 from __future__ import annotations
@@ -10,11 +15,45 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
+import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 HEADER = ("household_id", "meter", "ts", "value")
+#: Columns a pushed CSV may add: the utility's own ids of the meter (instead of household_id).
+OPTIONAL_COLUMNS = ("utility_id", "meter_id")
+# A JSON number as written (RFC 8259): such a cell is sent as a number, anything else as text.
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def reading_json(row: Mapping[str, str]) -> bytes:
+    """The JSON interval reading a CSV row describes: empty cells left out, ``value`` a JSON number
+    when it is written as one and the text otherwise (ingest then refuses it with a reason).
+
+    >>> reading_json({"household_id": "", "utility_id": "aqua", "meter_id": "WM-7", "meter": "water",
+    ...               "ts": "2026-03-01T07:15:00Z", "value": "12.5"})
+    b'{"utility_id": "aqua", "meter_id": "WM-7", "meter": "water", "ts": "2026-03-01T07:15:00Z", "value": 12.5}'
+    >>> reading_json({"household_id": "hh-1", "meter": "water", "ts": "2026-03-01T07:15:00Z", "value": "twelve"})
+    b'{"household_id": "hh-1", "meter": "water", "ts": "2026-03-01T07:15:00Z", "value": "twelve"}'
+    """
+    message: dict[str, object] = {}
+    for column in ("household_id", *OPTIONAL_COLUMNS, "meter", "ts", "value"):
+        cell = row.get(column)
+        if cell is None or cell == "":
+            continue
+        message[column] = _number_or_text(cell) if column == "value" else cell
+    return json.dumps(message).encode()
+
+
+def _number_or_text(cell: str) -> object:
+    if not _JSON_NUMBER.fullmatch(cell):
+        return cell
+    try:
+        return json.loads(cell)
+    except ValueError:  # more digits than Python reads: the text, refused downstream
+        return cell
 
 
 def open_csv(path: Path, mode: str = "r") -> io.TextIOBase:

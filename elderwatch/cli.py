@@ -162,7 +162,35 @@ def _cmd_roster(args: argparse.Namespace) -> int:
     topic = full_name(HOUSEHOLDS_ROSTER, settings.topic_prefix)
     if args.action == "load":
         return _roster_load(args.file, settings.kafka_bootstrap_servers, topic)
+    if args.action == "export":
+        return _roster_export(args.out, settings.kafka_bootstrap_servers, topic, args.timeout)
     return _roster_show(args.household, settings.kafka_bootstrap_servers, topic, args.timeout)
+
+
+def _roster_export(out: Path | None, bootstrap: str, topic: str, timeout: float) -> int:
+    from dispatch.audit import read_to_end
+    from elderwatch.roster import current_roster, write_households
+
+    try:
+        records = read_to_end(bootstrap, [topic], timeout_s=timeout)
+    except TimeoutError as exc:
+        print(f"elderwatch roster export: error: {exc}", file=sys.stderr)
+        return 2
+    entries = current_roster(records)
+    households = [entries[key] for key in sorted(entries)]
+    if out is None:
+        write_households(households, sys.stdout)
+        return 0
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            write_households(households, handle)
+        tmp.replace(out)
+    except OSError as exc:
+        print(f"elderwatch roster export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(households)} households from {topic} written to {out}", file=sys.stderr)
+    return 0
 
 
 def _roster_load(path: Path, bootstrap: str, topic: str) -> int:
@@ -346,11 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("broker_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_broker)
 
-    p = sub.add_parser("roster", help="households.csv to the households.roster topic, or one household's entry")
+    p = sub.add_parser("roster", help="households.csv to the households.roster topic and back, or one household's entry")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("load", help="send every valid row of households.csv (bad rows reported, skipped: exit 1)")
     a.add_argument("file", type=Path, help="households.csv (household_id,community,tags,timezone,primary_worker,"
-                                           "backup_worker,supervisor; .gz ok)")
+                                           "backup_worker,supervisor[,meters]; .gz ok)")
+    a = actions.add_parser("export", help="the topic's current roster as households.csv (loads back to the same roster)")
+    a.add_argument("--out", type=Path, default=None, help="file to write (default: standard output)")
+    a.add_argument("--timeout", type=float, default=30.0, help="seconds to read the topic to its end")
     a = actions.add_parser("show", help="a household's current roster entry (JSON)")
     a.add_argument("household")
     a.add_argument("--timeout", type=float, default=30.0, help="seconds to read the topic to its end")

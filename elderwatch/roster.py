@@ -1,4 +1,4 @@
-"""households.csv to the ``households.roster`` topic, and back (``elderwatch roster load|show``).
+"""households.csv to the ``households.roster`` topic, and back (``elderwatch roster load|show|export``).
 
 Every row is validated as a :class:`~schemas.households.Household`; a bad row is reported with its
 line number and skipped, so one typo does not hold back a community's roster. The topic is
@@ -18,6 +18,23 @@ and tickets opened afterwards ask the new chain.
 line 3: timezone: Value error, unknown time zone 'Mars/Olympus'
 line 4: primary_worker: String should match pattern '^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$' (got '')
 line 5: household hh-000001 listed twice (first on line 2)
+
+The optional ``meters`` column enrols the utilities' meters (``utility:meter_id:kind[@since[/until]]``,
+``;``-separated; see :func:`schemas.households.format_meter`); a file without it loads as before.
+``elderwatch roster export`` writes the topic's current entries back as a households.csv that
+loads to the same roster:
+
+>>> import io
+>>> households, _ = read_households(["household_id,community,tags,timezone,primary_worker,backup_worker,supervisor,meters",
+...     "hh-000001,north,,UTC,w-1,,,aqua:WM-7:water;grid:E%3A9:electricity@2026-03-01T00:00:00+08:00"])
+>>> out = io.StringIO()
+>>> write_households(households, out)
+1
+>>> print(out.getvalue().strip())
+household_id,community,tags,timezone,primary_worker,backup_worker,supervisor,meters
+hh-000001,north,,UTC,w-1,,,aqua:WM-7:water;grid:E%3A9:electricity@2026-03-01T00:00:00+08:00
+>>> read_households(out.getvalue().splitlines())[0] == households
+True
 """
 
 from __future__ import annotations
@@ -27,10 +44,11 @@ import gzip
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from pydantic import ValidationError
 
-from schemas.households import HOUSEHOLD_CSV_COLUMNS, Household
+from schemas.households import HOUSEHOLD_CSV_COLUMNS, HOUSEHOLD_CSV_COLUMNS_WITH_METERS, Household
 
 #: Columns a row cannot do without; the others have defaults.
 REQUIRED_COLUMNS = ("household_id", "community", "primary_worker")
@@ -91,6 +109,17 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {error['msg']}{got}"
 
 
+def write_households(households: Iterable[Household], handle: TextIO) -> int:
+    """households.csv with every column (``meters`` last) to ``handle``; returns the rows written."""
+    writer = csv.DictWriter(handle, fieldnames=HOUSEHOLD_CSV_COLUMNS_WITH_METERS, lineterminator="\n", restval="")
+    writer.writeheader()
+    rows = 0
+    for household in households:
+        writer.writerow(household.to_csv_row())
+        rows += 1
+    return rows
+
+
 # -- Kafka ------------------------------------------------------------------------------------------
 
 def send_households(households: Iterable[Household], *, bootstrap: str, topic: str, timeout_s: float = 30.0) -> int:
@@ -126,4 +155,16 @@ def roster_entries(records: Iterable) -> Iterator[tuple[str, Household | None]]:
             continue
 
 
-__all__ = ["BadRow", "REQUIRED_COLUMNS", "read_households", "read_households_file", "send_households", "roster_entries"]
+def current_roster(records: Iterable) -> dict[str, Household]:
+    """The roster topic's current entries (latest record per household wins; a tombstone removes), by id."""
+    entries: dict[str, Household] = {}
+    for household_id, household in roster_entries(records):
+        if household is None:
+            entries.pop(household_id, None)
+        else:
+            entries[household_id] = household
+    return entries
+
+
+__all__ = ["BadRow", "REQUIRED_COLUMNS", "current_roster", "read_households", "read_households_file", "roster_entries",
+           "send_households", "write_households"]

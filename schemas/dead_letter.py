@@ -18,7 +18,9 @@ class RejectReason(StrEnum):
     UNKNOWN_FORM = "unknown_form"              # neither ``value`` nor ``register`` (or both)
     MISSING_FIELD = "missing_field"
     UNKNOWN_FIELD = "unknown_field"
-    UNKNOWN_METER = "unknown_meter"
+    UNKNOWN_METER_KIND = "unknown_meter_kind"  # ``meter`` is not electricity or water
+    UNKNOWN_METER = "unknown_meter"            # utility_id + meter_id enrolled for no household at ts (or as another kind)
+    FORBIDDEN = "forbidden"                    # HTTP door: another utility's id, or a household this utility does not serve
     NAIVE_TIMESTAMP = "naive_timestamp"        # no UTC offset: we cannot know when it happened
     INVALID_TIMESTAMP = "invalid_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
@@ -33,7 +35,7 @@ class RejectReason(StrEnum):
 class DeadLetter(BaseModel):
     """One rejected message on ``readings.deadletter``.
 
-    >>> dl = DeadLetter.for_message(b'{"meter": "gas"}', None, RejectReason.UNKNOWN_METER,
+    >>> dl = DeadLetter.for_message(b'{"meter": "gas"}', None, RejectReason.UNKNOWN_METER_KIND,
     ...     "meter: 'gas' is not one of electricity, water", stage="ingest.validate",
     ...     topic="readings.raw", partition=0, offset=41, at=datetime.fromisoformat("2026-01-01T00:00:00+00:00"))
     >>> dl.original_value()
@@ -45,12 +47,12 @@ class DeadLetter(BaseModel):
     schema_version: Literal[1] = 1
     reason: RejectReason
     detail: str = Field(description="Human-readable explanation; never contains the payload itself.")
-    stage: str = Field(description="Where it was rejected, e.g. 'ingest.validate' or 'ingest.normalize'.")
+    stage: str = Field(description="Where it was rejected: 'ingest.validate', 'ingest.normalize' or 'ingest.http'.")
     original_value_b64: str | None = Field(description="The message value exactly as received, base64.")
     original_key_b64: str | None = None
-    source_topic: str
-    source_partition: int
-    source_offset: int
+    source_topic: str = Field(description="The topic it was read from; 'http:/api/v1/readings' for the HTTP door.")
+    source_partition: int = Field(description="Its partition; -1 for the HTTP door.")
+    source_offset: int = Field(description="Its offset; for the HTTP door, its line (or array element) number in the body.")
     source_timestamp_ms: int | None = None
     household_id: str | None = Field(default=None, description="Set when the message got far enough to tell.")
     dead_lettered_at: AwareDatetime

@@ -1,6 +1,7 @@
 """Faust agents: the ingest stage.
 
-``ingest-validate`` checks each raw message on its own (no state) and re-keys it by household;
+``ingest-validate`` checks each raw message on its own (no state), maps a utility's meter id to
+our household id (the roster's enrolments, as of the reading's time) and re-keys it by household;
 ``ingest-normalize`` applies the per-series rules (duplicates, registers) with state in a table.
 A bad message never stops an agent: every rejection goes to ``readings.deadletter``.
 """
@@ -17,7 +18,8 @@ import faust
 from elderwatch.settings import Settings
 from schemas.dead_letter import DeadLetter
 from schemas.routing import RawOrigin, RoutedReading
-from streams.ingest import Duplicate, Emitted, RegisterBaseline, Rejection, SeriesState, accept_reading, parse_raw
+from streams.ingest import (Duplicate, Emitted, Enrolment, RegisterBaseline, Rejection, SeriesState, accept_reading,
+                            parse_raw, resolve)
 from streams.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -28,8 +30,17 @@ def _b64(data: bytes | None) -> str | None:
 
 
 def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, metrics: IngestMetrics,
-                           settings: Settings, *, clock: Callable[[], datetime]) -> None:
+                           settings: Settings, *, clock: Callable[[], datetime], enrolment_reader=None) -> None:
+    """``enrolment_reader`` (a :class:`streams.enrolment.EnrolmentReader`) maps meter ids; without one,
+    every reading that names a meter is ``unknown_meter``."""
     limits = settings.ingest_limits()
+    no_enrolment = Enrolment()
+
+    async def enrolment() -> Enrolment:
+        if enrolment_reader is None:
+            return no_enrolment
+        await enrolment_reader.wait_ready()  # a cold start maps nothing until it knows every enrolment
+        return enrolment_reader.enrolment
 
     async def dead_letter(value: bytes | None, key: bytes | None, rejection: Rejection, *, stage: str,
                           topic: str, partition: int, offset: int, timestamp_ms: int | None) -> None:
@@ -55,6 +66,12 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
                                   partition=message.partition, offset=message.offset, timestamp_ms=timestamp_ms)
                 continue
             reading = result.reading
+            if reading.meter_id is not None:
+                reading = resolve(reading, await enrolment())
+                if isinstance(reading, Rejection):
+                    await dead_letter(value, event.key, reading, stage="ingest.validate", topic=message.topic,
+                                      partition=message.partition, offset=message.offset, timestamp_ms=timestamp_ms)
+                    continue
             routed = RoutedReading(
                 form=result.form, **{f"{result.form}_reading": reading},
                 origin=RawOrigin(topic=message.topic, partition=message.partition, offset=message.offset,

@@ -3,10 +3,12 @@
 Pure code only (no Kafka here); the Faust agents in ``streams/agents.py`` and the offline
 importers call the same functions, so a reading is treated alike on every path.
 
-    parse.py     bytes -> a typed reading, or a rejection with a reason
-    series.py    per household+meter: de-duplication and cumulative registers -> intervals
+    parse.py      bytes -> a typed reading, or a rejection with a reason
+    enrolment.py  a utility's meter id -> our household id, at the reading's time
+    series.py     per household+meter: de-duplication and cumulative registers -> intervals
 """
 
+from streams.ingest.enrolment import Enrolment, MeterMatch, resolve
 from streams.ingest.offline import OfflineIngest
 from streams.ingest.parse import Parsed, Rejection, parse_raw
 from streams.ingest.series import (
@@ -21,7 +23,9 @@ from streams.ingest.series import (
 __all__ = [
     "Duplicate",
     "Emitted",
+    "Enrolment",
     "IngestLimits",
+    "MeterMatch",
     "OfflineIngest",
     "Parsed",
     "RegisterBaseline",
@@ -29,4 +33,5 @@ __all__ = [
     "SeriesState",
     "accept_reading",
     "parse_raw",
+    "resolve",
 ]

@@ -6,6 +6,13 @@
 Rejection(reason=<RejectReason.NAIVE_TIMESTAMP: 'naive_timestamp'>, detail='ts: Input should have timezone info', household_id='hh-1')
 >>> parse_raw(b'{"household_id": "hh-1", "meter": "water", "ts": "2026-02-28T07:15:00Z", "register": 41.0}', now=now).form
 'register'
+>>> parse_raw(b'{"household_id": "hh-1", "meter": "water", "ts": 1772348100, "value": 3}', now=now).reason.value
+'invalid_timestamp'
+
+It accepts what the exported JSON Schema (``schemas/export.py``) accepts, and nothing else, apart
+from the checks a schema cannot make (the clock; see ``tests/unit/test_ingest_contract.py``).
+A reading that names ``utility_id`` + ``meter_id`` parses here; mapping it to a household is
+``streams/ingest/enrolment.py``'s.
 """
 
 from __future__ import annotations
@@ -44,8 +51,12 @@ _ERROR_REASONS = {
     "timezone_aware": RejectReason.NAIVE_TIMESTAMP,
     "finite_number": RejectReason.NOT_FINITE,
     "greater_than_equal": RejectReason.NEGATIVE_VALUE,
+    "no_household": RejectReason.MISSING_FIELD,      # neither household_id nor utility_id + meter_id
+    "no_utility": RejectReason.MISSING_FIELD,        # meter_id without utility_id
+    "two_ways": RejectReason.INVALID_FIELD,          # household_id and meter_id both
 }
-_TIMESTAMP_ERRORS = {"datetime_parsing", "datetime_from_date_parsing", "datetime_type", "datetime_object_invalid"}
+_TIMESTAMP_ERRORS = {"datetime_parsing", "datetime_from_date_parsing", "datetime_type", "datetime_object_invalid",
+                     "rfc3339", "rfc3339_type"}
 _MAX_DETAIL = 400
 _HOUSEHOLD_ID = re.compile(HOUSEHOLD_ID_PATTERN)
 
@@ -53,7 +64,7 @@ _HOUSEHOLD_ID = re.compile(HOUSEHOLD_ID_PATTERN)
 def _reason_for(error: dict) -> RejectReason:
     kind, field = error["type"], (error["loc"] or ("",))[0]
     if field == "meter" and kind in ("enum", "string_type", "literal_error"):
-        return RejectReason.UNKNOWN_METER
+        return RejectReason.UNKNOWN_METER_KIND
     if field == "ts" and (kind in _TIMESTAMP_ERRORS or kind == "value_error"):
         return RejectReason.INVALID_TIMESTAMP
     return _ERROR_REASONS.get(kind, RejectReason.INVALID_FIELD)

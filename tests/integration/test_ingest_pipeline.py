@@ -45,7 +45,7 @@ def malformed_messages(rng: random.Random) -> list[tuple[bytes, str]]:
         (lambda i: b"[1, 2, 3]", "not_an_object"),
         (lambda i: variant(value="12"), "invalid_field"),
         (lambda i: variant(value=True), "invalid_field"),
-        (lambda i: variant(meter="gas"), "unknown_meter"),
+        (lambda i: variant(meter="gas"), "unknown_meter_kind"),
         (lambda i: variant(value=-3.5), "negative_value"),
         (lambda i: variant().replace(b'"value": 1.0', b'"value": NaN'), "not_finite"),
         (lambda i: variant(ts="2026-03-02T07:15:00"), "naive_timestamp"),

@@ -70,10 +70,18 @@ REJECTIONS = [
     ("extra-field-register", msg(REGISTER, colour="blue"), RejectReason.UNKNOWN_FIELD),
     ("register_value-beside-register", msg(REGISTER, register_value=41.0), RejectReason.UNKNOWN_FIELD),
     ("rollover-on-interval", msg(INTERVAL, rollover_at=100.0), RejectReason.UNKNOWN_FIELD),
-    # --- unknown_meter ----------------------------------------------------------------------
-    ("meter-gas", msg(INTERVAL, meter="gas"), RejectReason.UNKNOWN_METER),
-    ("meter-number", msg(INTERVAL, meter=3), RejectReason.UNKNOWN_METER),
-    ("meter-wrong-case", msg(INTERVAL, meter="Water"), RejectReason.UNKNOWN_METER),
+    # --- unknown_meter_kind -----------------------------------------------------------------
+    ("meter-gas", msg(INTERVAL, meter="gas"), RejectReason.UNKNOWN_METER_KIND),
+    ("meter-number", msg(INTERVAL, meter=3), RejectReason.UNKNOWN_METER_KIND),
+    ("meter-wrong-case", msg(INTERVAL, meter="Water"), RejectReason.UNKNOWN_METER_KIND),
+    # --- how the household is named: household_id, or utility_id + meter_id, never both ----
+    ("no-household-nor-meter", msg(INTERVAL, household_id=_DROP, utility_id="aqua"), RejectReason.MISSING_FIELD),
+    ("meter-id-without-utility", msg(INTERVAL, household_id=_DROP, meter_id="WM-1"), RejectReason.MISSING_FIELD),
+    ("household-and-meter-id", msg(INTERVAL, utility_id="aqua", meter_id="WM-1"), RejectReason.INVALID_FIELD),
+    ("meter-id-with-space", msg(INTERVAL, household_id=_DROP, utility_id="aqua", meter_id="WM 1"),
+     RejectReason.INVALID_FIELD),
+    ("utility-id-too-long", msg(INTERVAL, household_id=_DROP, utility_id="u" * 65, meter_id="WM-1"),
+     RejectReason.INVALID_FIELD),
     # --- naive_timestamp: no offset -> we cannot tell when it happened ----------------------
     ("ts-naive", msg(INTERVAL, ts="2026-03-01T07:15:00"), RejectReason.NAIVE_TIMESTAMP),
     ("ts-date-only", msg(INTERVAL, ts="2026-03-01"), RejectReason.NAIVE_TIMESTAMP),
@@ -89,6 +97,18 @@ REJECTIONS = [
     ("ts-epoch-zero", msg(INTERVAL, ts="1970-01-01T00:00:00Z"), RejectReason.INVALID_TIMESTAMP),
     ("ts-just-before-2000", msg(INTERVAL, ts="2000-01-01T00:30:00+01:00"), RejectReason.INVALID_TIMESTAMP),
     ("ts-epoch-number-zero", msg(INTERVAL, ts=0), RejectReason.INVALID_TIMESTAMP),
+    # --- RFC 3339 only, as the exported JSON Schema says: no epoch numbers, no +0800 ---------
+    ("ts-epoch-seconds", msg(INTERVAL, ts=1772348100), RejectReason.INVALID_TIMESTAMP),
+    ("ts-epoch-millis", msg(INTERVAL, ts=1772348100000), RejectReason.INVALID_TIMESTAMP),
+    ("ts-epoch-float", msg(INTERVAL, ts=1772348100.0), RejectReason.INVALID_TIMESTAMP),
+    ("ts-epoch-in-a-string", msg(INTERVAL, ts="1772348100"), RejectReason.INVALID_TIMESTAMP),
+    ("ts-offset-without-colon", msg(INTERVAL, ts="2026-03-01T07:15:00+0800"), RejectReason.INVALID_TIMESTAMP),
+    ("ts-offset-hours-only", msg(INTERVAL, ts="2026-03-01T07:15:00+08"), RejectReason.INVALID_TIMESTAMP),
+    ("ts-no-seconds", msg(INTERVAL, ts="2026-03-01T07:15Z"), RejectReason.INVALID_TIMESTAMP),
+    ("ts-space-separator", msg(INTERVAL, ts="2026-03-01 07:15:00Z"), RejectReason.INVALID_TIMESTAMP),
+    ("ts-leap-second", msg(INTERVAL, ts="2026-03-01T07:15:60Z"), RejectReason.INVALID_TIMESTAMP),
+    ("ts-trailing-newline", msg(INTERVAL, ts="2026-03-01T07:15:00Z\n"), RejectReason.INVALID_TIMESTAMP),
+    ("ts-non-ascii-digits", msg(INTERVAL, ts="٢٠٢٦-03-01T07:15:00Z"), RejectReason.INVALID_TIMESTAMP),
     # --- future_timestamp: beyond now + max_future (1 h) ------------------------------------
     ("ts-2h-ahead", msg(INTERVAL, ts="2026-03-01T14:00:00Z"), RejectReason.FUTURE_TIMESTAMP),
     ("ts-year-9999", msg(INTERVAL, ts="9999-12-31T23:59:59-23:59"), RejectReason.FUTURE_TIMESTAMP),
@@ -118,6 +138,9 @@ REJECTIONS = [
     ("household-number", msg(INTERVAL, household_id=17), RejectReason.INVALID_FIELD),
     ("interval-zero", msg(INTERVAL, interval_s=0), RejectReason.INVALID_FIELD),
     ("interval-fraction", msg(INTERVAL, interval_s=1.5), RejectReason.INVALID_FIELD),
+    ("interval-true", msg(INTERVAL, interval_s=True), RejectReason.INVALID_FIELD),
+    ("interval-string", msg(INTERVAL, interval_s="900"), RejectReason.INVALID_FIELD),
+    ("schema-version-true", msg(INTERVAL, schema_version=True), RejectReason.INVALID_FIELD),
     ("interval-over-31-days", msg(INTERVAL, interval_s=31 * 86400 + 1), RejectReason.INVALID_FIELD),
     ("reading-id-empty", msg(INTERVAL, reading_id=""), RejectReason.INVALID_FIELD),
     ("schema-version-2", msg(INTERVAL, schema_version=2), RejectReason.INVALID_FIELD),
@@ -137,9 +160,11 @@ def test_rejection_reason(message, reason):
 
 
 def test_every_parse_reason_is_covered_by_the_table():
-    # too_late, register_out_of_order and implausible_value belong to series.py, not parse.py.
-    series_only = {RejectReason.TOO_LATE, RejectReason.REGISTER_OUT_OF_ORDER, RejectReason.IMPLAUSIBLE_VALUE}
-    assert {c[2] for c in REJECTIONS} == set(RejectReason) - series_only
+    # too_late, register_out_of_order and implausible_value belong to series.py, not parse.py;
+    # unknown_meter to the enrolment (streams/ingest/enrolment.py), forbidden to the HTTP door.
+    elsewhere = {RejectReason.TOO_LATE, RejectReason.REGISTER_OUT_OF_ORDER, RejectReason.IMPLAUSIBLE_VALUE,
+                 RejectReason.UNKNOWN_METER, RejectReason.FORBIDDEN}
+    assert {c[2] for c in REJECTIONS} == set(RejectReason) - elsewhere
 
 
 def test_rejection_carries_household_id_when_readable():
@@ -151,7 +176,7 @@ def test_rejection_carries_household_id_when_readable():
 
 def test_detail_lists_every_error_but_first_decides_the_reason():
     result = parse(msg(INTERVAL, meter="gas", ts="2026-03-01T07:15:00", colour="x"))
-    assert result.reason is RejectReason.UNKNOWN_METER
+    assert result.reason is RejectReason.UNKNOWN_METER_KIND
     assert "meter" in result.detail and "ts" in result.detail and "colour" in result.detail
 
 
@@ -207,12 +232,34 @@ def test_register_form_reads_wire_name_register():
     assert result.reading.meter is Meter.WATER
 
 
-@pytest.mark.parametrize("ts", [1772348100, 1772348100000, 1772348100.0], ids=["epoch-s", "epoch-ms", "epoch-float"])
-def test_epoch_number_ts_is_utc(ts):
+@pytest.mark.parametrize(("ts", "expected"), [
+    ("2026-03-01T06:55:00Z", datetime(2026, 3, 1, 6, 55, tzinfo=timezone.utc)),
+    ("2026-03-01t06:55:00z", datetime(2026, 3, 1, 6, 55, tzinfo=timezone.utc)),                 # RFC 3339 allows t, z
+    ("2026-03-01T14:55:00+08:00", datetime(2026, 3, 1, 6, 55, tzinfo=timezone.utc)),
+    ("2026-03-01T06:55:00.5-00:00", datetime(2026, 3, 1, 6, 55, 0, 500000, tzinfo=timezone.utc)),
+    ("2026-03-01T06:55:00.123456789Z", datetime(2026, 3, 1, 6, 55, 0, 123456, tzinfo=timezone.utc)),  # cut to µs
+], ids=["Z", "lowercase", "plus-08-00", "fraction", "nanoseconds"])
+def test_rfc3339_forms_are_accepted(ts, expected):
     result = parse(msg(INTERVAL, ts=ts))
     assert isinstance(result, Parsed), result
-    assert result.reading.ts.utcoffset() == timedelta(0)
-    assert result.reading.ts == datetime(2026, 3, 1, 6, 55, tzinfo=timezone.utc)
+    assert result.reading.ts == expected
+
+
+def test_meter_form_parses_without_a_household():
+    result = parse(msg(INTERVAL, household_id=_DROP, utility_id="aqua:north", meter_id="WM/0042:1"))
+    assert isinstance(result, Parsed), result
+    assert result.reading.household_id is None
+    assert (result.reading.utility_id, result.reading.meter_id) == ("aqua:north", "WM/0042:1")
+
+
+def test_household_form_may_name_its_utility():
+    result = parse(msg(INTERVAL, utility_id="aqua"))
+    assert isinstance(result, Parsed) and result.reading.utility_id == "aqua"
+
+
+def test_null_ids_count_as_absent():
+    assert isinstance(parse(msg(INTERVAL, meter_id=None)), Parsed)
+    assert isinstance(parse(msg(INTERVAL, household_id=None, utility_id="aqua", meter_id="WM-1")), Parsed)
 
 
 def test_offset_is_kept():

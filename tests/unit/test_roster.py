@@ -107,3 +107,66 @@ def test_roster_load_of_a_clean_file_exits_0(tmp_path, monkeypatch, capsys):
 def test_roster_load_of_a_missing_file_exits_2(tmp_path, capsys):
     assert cli.main(["roster", "load", str(tmp_path / "nope.csv")]) == 2
     assert "No such file" in capsys.readouterr().err
+
+
+# --- meters: the column that enrols the utilities' meters ---------------------------------------
+
+HEADER_WITH_METERS = HEADER + ",meters"
+METERS = ("aqua:WM-0042:water@2026-01-01T00:00:00+08:00/2026-03-01T00:00:00Z;"
+          "grid%3Aeast:EM/7%3A1:electricity;aqua:WM-0043:water@/2026-02-01T00:00:00Z")
+
+
+def test_old_file_without_meters_column_still_loads():
+    households, bad = read_households([HEADER, GOOD])
+    assert bad == [] and households[0].meters == ()
+
+
+def test_meters_column_round_trips_through_export(tmp_path, monkeypatch, capsys):
+    households, bad = read_households([HEADER_WITH_METERS, GOOD + "," + METERS, "hh-000002,south,,UTC,w-3,,,"])
+    assert bad == []
+    first = households[0]
+    assert [(m.utility_id, m.meter_id, m.kind.value) for m in first.meters] == [
+        ("aqua", "WM-0042", "water"), ("grid:east", "EM/7:1", "electricity"), ("aqua", "WM-0043", "water")]
+    assert first.meters[0].since.isoformat() == "2026-01-01T00:00:00+08:00"
+    assert first.meters[2].since is None and first.meters[2].until.isoformat() == "2026-02-01T00:00:00+00:00"
+    assert households[1].meters == ()
+
+    # export reads the compacted topic (latest wins, a tombstone removes) and writes a file that loads back
+    class Record:
+        def __init__(self, key, value):
+            self.key, self.value = key, value
+
+    gone = Household.from_csv_row(dict(zip(HOUSEHOLD_CSV_COLUMNS, "hh-000009,east,,UTC,w-9,,".split(","))))
+    records = [Record(b"hh-000002", households[1].model_dump_json().encode()),
+               Record(b"hh-000009", gone.model_dump_json().encode()),
+               Record(b"hh-000001", first.model_copy(update={"community": "old"}).model_dump_json().encode()),
+               Record(b"hh-000001", first.model_dump_json().encode()),
+               Record(b"hh-000009", None)]
+    import dispatch.audit
+    monkeypatch.setattr(dispatch.audit, "read_to_end", lambda bootstrap, topics, timeout_s: records)
+    out = tmp_path / "exported.csv"
+    assert cli.main(["roster", "export", "--out", str(out)]) == 0
+    assert "2 households" in capsys.readouterr().err
+    assert out.read_text().splitlines()[0] == HEADER_WITH_METERS
+    again, bad = read_households_file(out)
+    assert bad == [] and again == households
+
+
+@pytest.mark.parametrize("cell, problem", [
+    ("aqua:WM-1:gas", "kind"),
+    ("aqua:WM:1:water", "is not utility:meter_id:kind"),                     # an unescaped ':' inside an id
+    ("aqua:WM 1:water", "meter_id"),
+    ("aqua:WM-1:water@2026-01-01T00:00:00", "RFC 3339"),                     # a time without an offset
+    ("aqua:WM-1:water@2026-03-01T00:00:00Z/2026-01-01T00:00:00Z", "until must be after"),
+    ("aqua:WM-1:water;aqua:WM-1:water@2026-01-01T00:00:00Z", "enrolled twice"),
+], ids=["kind", "ambiguous-colon", "bad-id", "naive-since", "until-before-since", "overlap"])
+def test_bad_meters_cell_is_a_bad_row(cell, problem):
+    households, bad = read_households([HEADER_WITH_METERS, f'{GOOD},"{cell}"'])
+    assert households == [] and len(bad) == 1
+    assert str(bad[0]).startswith("line 2: meters:") and problem in str(bad[0]), str(bad[0])
+
+
+def test_same_meter_moving_within_a_household_is_fine():
+    households, bad = read_households([HEADER_WITH_METERS, GOOD + ",aqua:WM-1:water@/2026-01-01T00:00:00Z;"
+                                                            "aqua:WM-1:water@2026-01-01T00:00:00Z"])
+    assert bad == [] and len(households[0].meters) == 2

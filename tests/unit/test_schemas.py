@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas import HOUSEHOLD_CSV_COLUMNS, DeadLetter, Household, MeterRegisterReading, RejectReason
-from schemas.export import EXPORTED, export_json_schemas
+from schemas.export import EXPORTED, RAW_READING_FILENAME, export_json_schemas
 
 AT = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
@@ -22,13 +22,33 @@ AT = datetime(2026, 3, 1, tzinfo=timezone.utc)
 # --- JSON Schema export -------------------------------------------------------------------------
 
 def test_export_writes_parseable_json_schemas(tmp_path):
+    from jsonschema import Draft202012Validator
+
     written = export_json_schemas(tmp_path / "out")
     assert sorted(p.name for p in written) == sorted(EXPORTED)
     for path in written:
         schema = json.loads(path.read_text())
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
         assert schema["$id"].endswith(path.name)
-        assert schema["type"] == "object" and schema["properties"]
+        Draft202012Validator.check_schema(schema)
+        if path.name == RAW_READING_FILENAME:  # either form
+            assert [b["$ref"] for b in schema["oneOf"]] == ["#/$defs/MeterReading", "#/$defs/MeterRegisterReading"]
+        else:
+            assert schema["type"] == "object" and schema["properties"]
+        # only JSON Schema keywords (pydantic writes its own gt/le where it cannot translate a constraint)
+        text = path.read_text()
+        for keyword in ('"gt"', '"ge"', '"lt"', '"le"'):
+            assert keyword not in text, (path.name, keyword)
+
+
+def test_readings_name_their_household_one_way(tmp_path):
+    export_json_schemas(tmp_path)
+    for name in ("meter-reading.v1.json", "meter-register-reading.v1.json"):
+        schema = json.loads((tmp_path / name).read_text())
+        assert [sorted(b["required"]) for b in schema["oneOf"]] == [["household_id"], ["meter_id", "utility_id"]]
+        assert "meter_id" in schema["properties"] and "household_id" not in schema.get("required", [])
+        ts = schema["properties"]["ts"]
+        assert ts["type"] == "string" and ts["format"] == "date-time" and ts["pattern"].startswith("^(?:2[0-9]{3}")
 
 
 def test_register_schema_uses_wire_name(tmp_path):
@@ -107,6 +127,24 @@ def test_household_csv_row_round_trip(row):
     writer.writerow(household.to_csv_row())
     (read_back,) = csv.DictReader(io.StringIO(buffer.getvalue()))
     assert Household.from_csv_row(read_back) == household
+
+
+def test_household_with_meters_round_trips_as_csv_and_json():
+    row = {**HOUSEHOLD_ROWS[0], "meters": "aqua:WM-1:water@2026-01-01T00:00:00+08:00/2026-06-01T00:00:00Z;"
+                                          "grid%3Aeast:EM/7:electricity"}
+    household = Household.from_csv_row(row)
+    assert household.to_csv_row() == row
+    assert Household.model_validate_json(household.model_dump_json()) == household
+    assert household.meters[1].utility_id == "grid:east"
+
+
+def test_household_without_meters_writes_the_seven_columns():
+    # writers of the seven-column file (the simulator) keep working; one that would drop meters fails loudly
+    assert tuple(Household.from_csv_row(HOUSEHOLD_ROWS[1]).to_csv_row()) == HOUSEHOLD_CSV_COLUMNS
+    with_meters = Household.from_csv_row({**HOUSEHOLD_ROWS[1], "meters": "aqua:WM-1:water"})
+    writer = csv.DictWriter(io.StringIO(), fieldnames=HOUSEHOLD_CSV_COLUMNS)
+    with pytest.raises(ValueError):
+        writer.writerow(with_meters.to_csv_row())
 
 
 def test_household_csv_defaults():
