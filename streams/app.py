@@ -83,14 +83,21 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
         # faust's own end of table recovery can lose input records (faust-streaming#596 and an
         # empty-partition-set drain): see streams/recovery.py. Every table, now and later, uses it.
         TableManager="streams.recovery:TableManager",
+        # POST /api/v1/readings decompresses gzip bodies itself, within its size cap (streams/http_ingest.py)
+        web_application_options={"handler_args": {"auto_decompress": False}},
     )
     t = _declare_topics(app, settings)
     metrics = IngestMetrics()
 
     from streams.agents import register_ingest_agents
+    from streams.enrolment import start_enrolment_reader
+    from streams.http_ingest import register_http_ingest
     from streams.tables import series_state_table
 
-    register_ingest_agents(app, t, series_state_table(app, settings), metrics, settings, clock=clock)
+    enrolment_reader = start_enrolment_reader(app, settings, metrics)  # every worker: all meter enrolments
+    register_ingest_agents(app, t, series_state_table(app, settings), metrics, settings, clock=clock,
+                           enrolment_reader=enrolment_reader)
+    register_http_ingest(app, t, enrolment_reader, metrics, settings, clock=clock)  # POST /api/v1/readings
 
     from detectors.offline import load_household_timezones
     from streams.detect import monitor_config, register_detect_agent

@@ -5,6 +5,11 @@ Ingest identity that must hold once the pipeline is drained (tested):
 and ``valid = emitted + register_baselines`` (a first or reset register read is valid but
 carries no interval of use, so nothing is emitted for it).
 
+The HTTP door (``POST /api/v1/readings``) has its own counters, so the identity above stays the
+Kafka door's: ``http_lines{result="accepted"}`` lines were sent to ``readings.raw`` (and are
+then counted again in ``received``), ``http_lines{result="rejected"}`` = ``http_rejected`` went
+straight to the dead-letter topic. Every line in is one of the two.
+
 Detect identity (tested):
     received = processed + redelivered + dead_lettered + failed
 Labels come from small fixed sets; never a household id.
@@ -38,6 +43,25 @@ class IngestMetrics:
             self.dead_lettered.labels(reason=reason.value)
         for reason in ("first", "reset"):
             self.register_baselines.labels(reason=reason)
+        # the HTTP door (streams/http_ingest.py)
+        self.http_requests = Counter("elderwatch_ingest_http_requests", "POST /api/v1/readings requests, by status code.",
+                                     ["status"], registry=r)
+        self.http_lines = Counter("elderwatch_ingest_http_lines",
+                                  "Readings (lines, array elements, CSV rows) received over HTTP: accepted (sent to "
+                                  "readings.raw) or rejected (dead-lettered).", ["result"], registry=r)
+        self.http_rejected = Counter("elderwatch_ingest_http_rejected", "HTTP readings dead-lettered, by reason.",
+                                     ["reason"], registry=r)
+        for status in ("200", "400", "401", "403", "413", "415", "429", "503"):
+            self.http_requests.labels(status=status)
+        for result in ("accepted", "rejected"):
+            self.http_lines.labels(result=result)
+        for reason in RejectReason:
+            self.http_rejected.labels(reason=reason.value)
+        # meter enrolments (streams/enrolment.py)
+        self.enrolled_meters = Gauge("elderwatch_ingest_enrolled_meters",
+                                     "Utility meters enrolled on the roster, as this worker knows them.", registry=r)
+        self.enrolment_ready = Gauge("elderwatch_ingest_enrolment_ready",
+                                     "1 once this worker has read the roster's enrolments to the end.", registry=r)
 
 
 class DetectMetrics:
