@@ -17,14 +17,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.json_schema import models_json_schema
 
 from dispatch.tickets import EventKind, Outcome, State, Ticket
 from schemas.anomaly import AnomalyWarning
+from schemas.dead_letter import RejectReason
 from schemas.households import Household, StaffAssignment, StaffId
+from schemas.readings import MeterReading, MeterRegisterReading
 from schemas.tickets import AwayMode
 
 API = "/api/v1"
@@ -61,9 +63,9 @@ class RosterEntry(BaseModel):
                    supervisor=s.supervisor, timezone=household.timezone)
 
     def household(self, household_id: str, current: Household | None) -> Household:
-        """The roster record this entry makes; tags (not part of the API) are kept from ``current``."""
+        """The roster record this entry makes; tags and enrolled meters (not part of the API) are kept from ``current``."""
         return Household(household_id=household_id, community=self.community,
-                         tags=current.tags if current else (),
+                         tags=current.tags if current else (), meters=current.meters if current else (),
                          timezone=self.timezone or (current.timezone if current else "UTC"),
                          staff=StaffAssignment(primary_worker=self.primary_worker, backup_worker=self.backup_worker,
                                                supervisor=self.supervisor))
@@ -215,6 +217,80 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/openapi.json", "get_openapi", "This document", auth=False),
 )
 
+# -- POST /api/v1/readings (streams/http_ingest.py): a utility's door, documented here, not a staff route ----
+
+READINGS_PATH = f"{API}/readings"
+
+
+class IngestRejection(BaseModel):
+    line: int = Field(description="Line number in the body (NDJSON, CSV: the file's line; JSON: the array element).")
+    reason: RejectReason
+    detail: str = Field(description="Field names and what is wrong; never the values.")
+
+
+class IngestResult(BaseModel):
+    """What became of the body's readings: each one accepted (sent to readings.raw) or rejected (dead-lettered
+    with its original bytes). Blank lines are not readings."""
+
+    accepted: int
+    rejected: int
+    rejections: list[IngestRejection] = Field(description="The first 1,000 rejections, in line order.")
+    rejections_truncated: bool = Field(default=False, description="More rejections than listed.")
+
+
+class IngestStopped(IngestResult):
+    """The request stopped part way (413 over a limit, 400 broken gzip, 503 Kafka unavailable): the lines up to
+    ``last_line`` were taken as counted, nothing after them was read. Before any line: the counts are 0."""
+
+    error: str
+    last_line: int = Field(default=0, description="The last line taken.")
+
+
+def _readings_path(ref: Callable[[type[BaseModel]], dict], reading: dict) -> dict:
+    error = {"application/json": {"schema": ref(ErrorBody)}}
+    stopped = {"application/json": {"schema": ref(IngestStopped)}}
+    array = {"type": "array", "items": reading}
+    return {"post": {
+        "operationId": "push_readings",
+        "summary": "A utility pushes meter readings (the HTTP door into ingest)",
+        "description": "Bearer token of a user with role utility. Each reading (line, CSV row, array element) is "
+                       "parsed like a readings.raw message; a reading naming another utility or a household this "
+                       "utility serves no meter of is rejected `forbidden`; a meter of this utility enrolled for "
+                       "no household at the reading's time `unknown_meter`. Accepted readings go to readings.raw as "
+                       "sent, rejected ones to readings.deadletter, before the answer. Content-Encoding: gzip is "
+                       "taken; ELDERWATCH_INGEST_MAX_BODY_BYTES caps the body as sent and decompressed, "
+                       "ELDERWATCH_INGEST_RATE_PER_MIN the requests per token.",
+        "security": [{"bearer": []}],
+        "parameters": [{"name": "Content-Encoding", "in": "header", "required": False,
+                        "schema": {"type": "string", "enum": ["gzip", "identity"]}}],
+        "requestBody": {"required": True, "content": {
+            "application/x-ndjson": {"schema": {"type": "string", "description": "One JSON reading per line."},
+                                     "x-itemSchema": reading},
+            "application/json": {"schema": array},
+            "text/csv": {"schema": {"type": "string", "description": "Header household_id,meter,ts,value; utility_id,"
+                                                                    "meter_id may be added (household_id then empty "
+                                                                    "or left out). One row per line."}},
+        }},
+        "responses": {
+            "200": {"description": "Every reading accepted or rejected (with reasons)",
+                    "content": {"application/json": {"schema": ref(IngestResult)}}},
+            "400": {"description": "Not a body of its content type (a JSON body that is not an array, a CSV without "
+                                   "its header, broken gzip): nothing taken (or, for broken gzip, what the counts "
+                                   "say)", "content": stopped},
+            "401": {"description": "No token, or an unknown one", "content": error},
+            "403": {"description": "Not a utility's token", "content": error},
+            "413": {"description": "Body (as sent or decompressed) or a line over the limit; the lines before it "
+                                   "were taken as counted", "content": stopped},
+            "415": {"description": "Content-Type not NDJSON, JSON or CSV, or an encoding other than gzip",
+                    "content": error},
+            "429": {"description": "Over the token's requests per minute; Retry-After says when to try again",
+                    "content": error},
+            "503": {"description": "HTTP ingest is off (no users file), enrolments still loading (Retry-After), "
+                                   "or Kafka unavailable part way (the counts say what was taken)", "content": stopped},
+        },
+    }}
+
+
 PATH_PARAMETERS = {
     "ticket_id": "The ticket id (household/kind/episode start), URL-encoded: '/' as %2F, ':' as %3A, '+' as %2B.",
     "household_id": "The household id.",
@@ -234,6 +310,8 @@ def _schema_of(models: list[tuple[type[BaseModel], str]]) -> tuple[dict, dict]:
 def _document() -> dict:
     wanted = {(r.request, "validation") for r in ROUTES if r.request} | {(r.ok, "serialization") for r in ROUTES if r.ok}
     wanted |= {(ErrorBody, "serialization"), (Pending, "serialization")}
+    ingest_models = (IngestResult, IngestStopped, MeterReading, MeterRegisterReading)
+    wanted |= {(model, "serialization") for model in ingest_models}
     refs, schemas = _schema_of(sorted(wanted, key=lambda m: (m[0].__name__, m[1])))
 
     def body(model: type[BaseModel], mode: str) -> dict:
@@ -269,13 +347,17 @@ def _document() -> dict:
         if not r.auth:
             op["security"] = []
         paths.setdefault(r.path, {})[r.method.lower()] = op
+    # the utilities' door: not a staff route (not in ROUTES; streams/http_ingest.py serves it)
+    reading = {"oneOf": [refs[(MeterReading, "serialization")], refs[(MeterRegisterReading, "serialization")]]}
+    paths[READINGS_PATH] = _readings_path(lambda model: refs[(model, "serialization")], reading)
 
     return {
         "openapi": "3.1.0",
         "info": {"title": "elderwatch staff API", "version": "1",
                  "description": "Community workers' tickets: list, see the evidence, acknowledge, handle, give "
                                 "feedback; a household's away mode and roster. Writes are commands on the ticket "
-                                "topics: 200 when applied within 5 s, else 202 (pending)."},
+                                "topics: 200 when applied within 5 s, else 202 (pending). Also the utilities' "
+                                f"{READINGS_PATH} (their own tokens)."},
         "security": [{"bearer": []}, {"staffId": []}],
         "paths": paths,
         "components": {
@@ -299,4 +381,4 @@ def openapi_document() -> dict:
 __all__ = ["API", "ROUTES", "Route", "TICKET_ACTIONS", "OPENAPI_FILENAME", "openapi_document", "ErrorBody",
            "RosterEntry", "TicketSummary", "TicketList", "TicketDetail", "ActionResult", "Pending", "HouseholdView",
            "AcknowledgeRequest", "HandleRequest", "SnoozeRequest", "EscalateRequest", "FeedbackRequest",
-           "CancelRequest", "AwayRequest"]
+           "CancelRequest", "AwayRequest", "READINGS_PATH", "IngestRejection", "IngestResult", "IngestStopped"]

@@ -105,7 +105,9 @@ def test_registered_routes_are_the_documented_ones(tmp_path):
     tokens.write_text(json.dumps({"secret-1": "w-1"}))
     registered = _registered_routes(Settings(staff_tokens_file=tokens))
     documented = {(method.upper(), path) for path, item in openapi_document()["paths"].items() for method in item}
-    assert registered == documented
+    # the utilities' POST /api/v1/readings is documented beside the staff routes, served by streams/http_ingest.py
+    assert ("POST", "/api/v1/readings") in documented
+    assert registered == documented - {("POST", "/api/v1/readings")}
     assert registered == {(r.method, r.path) for r in ROUTES}
     assert {("POST", f"/api/v1/tickets/{{ticket_id}}/{a}") for a in TICKET_ACTIONS} <= registered
 

@@ -174,3 +174,11 @@ def test_household_with_semicolon_tag_round_trips_or_is_rejected():
     except ValidationError:
         return  # rejecting such a tag would also be a fix
     assert Household.from_csv_row(h.to_csv_row()) == h
+
+
+def test_a_roster_change_through_the_staff_api_keeps_the_enrolled_meters():
+    from schemas.openapi import RosterEntry
+
+    current = Household.from_csv_row({**HOUSEHOLD_ROWS[0], "meters": "aqua:WM-1:water"})
+    changed = RosterEntry(community="north", primary_worker="w-9").household(current.household_id, current)
+    assert changed.meters == current.meters and changed.staff.primary_worker == "w-9"
