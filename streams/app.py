@@ -133,6 +133,9 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     # the detect stage's stored monitors (registered above) give a ticket's recent usage
     staff_api = register_staff_api(app, desks, settings, recent_usage=app.elderwatch_detect_states.recent_usage)
     app.elderwatch_staff_api = staff_api  # the console calls the same handlers
+    from elderwatch.console import register_console
+
+    app.elderwatch_console = register_console(app, staff_api, settings)  # the staff console at /, over staff_api
 
     app.elderwatch_metrics = metrics  # for tests and the demo running in-process
     app.elderwatch_detect_metrics = detect_metrics
