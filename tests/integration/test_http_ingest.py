@@ -97,7 +97,8 @@ def world(kafka_bootstrap, tmp_path_factory):
         time.sleep(0.3)
     assert gauges.get("elderwatch_ingest_enrolled_meters") == meters, (gauges, worker.log_tail())
     assert gauges.get("elderwatch_ingest_enrolment_ready") == 1
-    yield {"worker": worker, "tokens": tokens, "clock": Clock(), "book": Book()}
+    yield {"worker": worker, "tokens": tokens, "clock": Clock(), "book": Book(), "prefix": prefix,
+           "bootstrap": kafka_bootstrap}
     worker.stop()
 
 
@@ -331,3 +332,16 @@ def test_both_doors_and_nothing_lost(world):
     assert counts["received"] == received == counts["valid"] + counts["duplicates"] + counts["dead_lettered"]
     assert counts["http_rejected"] == len(book.http_dead)
     assert counts["http_lines"] == book.http_accepted + len(book.http_dead)
+
+
+def test_roster_export_round_trips_the_enrolments(world, tmp_path, monkeypatch):
+    from elderwatch import cli
+    from elderwatch.roster import read_households_file
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", world["bootstrap"])
+    monkeypatch.setenv("ELDERWATCH_TOPIC_PREFIX", f"{world['prefix']}.")
+    out = tmp_path / "households.csv"
+    assert cli.main(["roster", "export", "--out", str(out)]) == 0
+    households, bad = read_households_file(out)
+    assert bad == []
+    assert households == sorted(ROSTER_BEFORE + ROSTER_AFTER, key=lambda h: h.household_id)
