@@ -167,15 +167,25 @@ def browser():
 
 
 def shoot(page, name: str, docs_name: str | None = None, full_page: bool = True) -> None:
+    """A screenshot in test-artifacts/; with ELDERWATCH_DOCS_SCREENSHOTS=1 also the README's in docs/ (phone
+    shots at 0.6 scale: small files, still sharp)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
     if docs_name and os.environ.get("ELDERWATCH_DOCS_SCREENSHOTS") == "1":
-        page.screenshot(path=str(DOCS / docs_name), full_page=full_page)
+        from PIL import Image
+
+        image = Image.open(path)
+        if image.width < 1000:  # a phone at device scale 2
+            image = image.resize((round(image.width * 0.6), round(image.height * 0.6)), Image.LANCZOS)
+        image = image.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        image.save(DOCS / docs_name, optimize=True)
 
 
 def sign_in(browser, stage: Stage, user_id: str, device: dict = PHONE):
     """A new browser (its own cookies) signed in as ``user_id``, its locale the user's language."""
-    context = browser.new_context(**device, locale="zh-CN" if user_id in CHINESE_READERS else "en-GB")
+    context = browser.new_context(**device, locale="zh-CN" if user_id in CHINESE_READERS else "en-GB",
+                                  timezone_id="Asia/Shanghai")
     page = context.new_page()
     page.goto(f"{stage.base}/signin")
     page.fill("input[name=user_id]", user_id)
@@ -235,6 +245,7 @@ def test_a_new_ticket_appears_on_my_tickets_without_a_reload(stage, browser, tic
                 "up in the night on 2 of the last 3 nights (water and lights between 01:00 and 03:30); "
                 "this home is usually quiet from 22:30 to 06:30")])
     expect(page.locator("li[data-ticket-id]")).to_have_count(3, timeout=30_000)
+    expect(page.locator('li[data-state="open"]')).to_have_count(0, timeout=30_000)  # each sent to its worker
     severities = page.eval_on_selector_all("li[data-ticket-id]", "els => els.map(e => e.className)")
     assert [c.split()[1] for c in severities] == ["sev-high", "sev-medium", "sev-low"]
     shoot(page, "list-zh-phone", "console-list-zh.png")
