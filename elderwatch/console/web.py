@@ -29,7 +29,7 @@ import asyncio
 import hashlib
 import json
 import logging
-import time
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -38,9 +38,8 @@ from urllib.parse import quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
-from markupsafe import Markup
 
-from dispatch.tickets import ALLOWED, TERMINAL, EventKind, State
+from dispatch.tickets import ALLOWED, TERMINAL, State
 from elderwatch.console import labels
 from elderwatch.console.chart import ChartText, daily_chart, usage_chart
 from elderwatch.console.history import from_ticket, read_history
@@ -53,6 +52,7 @@ from elderwatch.console.stats import supervisor_stats
 from elderwatch.settings import Settings
 from schemas.openapi import TICKET_ACTIONS
 from schemas.users import Role, User
+from streams.staff_api import ApiError
 
 log = logging.getLogger("elderwatch.console")
 
@@ -211,8 +211,6 @@ class Console:
         if ctx.session is not None:
             return self.sessions.csrf_token(ctx.session.sid)
         if ctx.anonymous is None:
-            import secrets
-
             ctx.anonymous = secrets.token_urlsafe(18)
             ctx.cookies.append((ANONYMOUS_COOKIE, ctx.anonymous, 3600))
         return self.sessions.csrf_token(f"anon:{ctx.anonymous}")
@@ -354,8 +352,6 @@ class Console:
 
     # -- my tickets -------------------------------------------------------------------------------
     def _desks(self, user: User) -> list:
-        from streams.staff_api import ApiError
-
         try:
             return self.api.visible_desks(user)
         except ApiError as exc:
@@ -394,8 +390,6 @@ class Console:
     # -- a ticket ---------------------------------------------------------------------------------
     async def _call(self, method, *args, **kwargs):
         """A staff API method; its 403 and 404 are the console's error pages."""
-        from streams.staff_api import ApiError
-
         try:
             return await method(*args, **kwargs)
         except ApiError as exc:
@@ -473,8 +467,6 @@ class Console:
                 "default_until": (today + timedelta(days=3)).isoformat()}
 
     async def ticket_action(self, ctx: Ctx) -> web.Response:
-        from streams.staff_api import ApiError
-
         _ = ctx._
         ticket_id, action = ctx.request.match_info["ticket_id"], ctx.request.match_info["action"]
         if action not in TICKET_ACTIONS:
@@ -558,8 +550,6 @@ class Console:
                            away_form=self.away_form(ctx, household_id, zone, view.away))
 
     async def set_away(self, ctx: Ctx) -> web.Response:
-        from streams.staff_api import ApiError
-
         _ = ctx._
         household_id = ctx.request.match_info["household_id"]
         back = safe_next(ctx.form.get("next"), household_path(household_id))

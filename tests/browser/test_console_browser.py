@@ -65,9 +65,14 @@ def _integration_helpers():
 helpers = _integration_helpers()
 
 
-def roster(household_id: str, community: str, **staff) -> tuple[bytes, bytes]:
+def roster(household_id: str, community: str, meters: tuple = (), **staff) -> tuple[bytes, bytes]:
     return household_id.encode(), json.dumps({"household_id": household_id, "community": community,
-                                              "timezone": "Asia/Shanghai", "staff": staff}).encode()
+                                              "timezone": "Asia/Shanghai", "staff": staff,
+                                              "meters": list(meters)}).encode()
+
+
+METERS = ({"utility_id": "grid-north", "meter_id": "EM-0001", "kind": "electricity"},
+          {"utility_id": "aqua-north", "meter_id": "WM-0001", "kind": "water"})
 
 
 def readings(household_id: str, end: datetime, *, days: int = 9, story: str, seed: int) -> list[tuple[bytes, bytes]]:
@@ -143,7 +148,8 @@ def stage(kafka_bootstrap, tmp_path_factory):
     end = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
     s = Stage(kafka_bootstrap, worker, end)
     chain = {"primary_worker": "w-north-1", "backup_worker": "w-north-2", "supervisor": "s-north"}
-    s.produce("households.roster", [roster(h, "north", **chain) for h in (SILENT, FLOWING, RESTLESS)]
+    s.produce("households.roster", [roster(h, "north", METERS if h == SILENT else (), **chain)
+                                    for h in (SILENT, FLOWING, RESTLESS)]
               + [roster(SOUTH, "south", primary_worker="w-south-1")])
     s.produce("readings.raw", readings(SILENT, end, story="silent", seed=1) + readings(FLOWING, end, story="flowing",
                                                                                        seed=2)
@@ -260,6 +266,8 @@ def test_acknowledge_handle_feedback_and_the_ticket_closes(stage, browser, ticke
     assert "没有用水，也没有开关电器" in page.content()  # why, in Chinese; the evidence sentence below it
     assert page.locator("svg.usage-water rect.bar").count() > 0, "no water chart: recent usage did not arrive"
     assert page.locator("svg.usage-electricity").count() == 1
+    meters = page.locator("section.meters").inner_text()  # the roster's meters, each with its last reading
+    assert "EM-0001" in meters and "WM-0001" in meters and stage.end.astimezone(ZONE).strftime("%H:%M") in meters
     shoot(page, "ticket-zh-phone", "console-ticket-zh.png")
 
     page.click("button[data-action=acknowledge]")  # two taps: the ticket, then this

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import CookieJar, web
 from aiohttp.test_utils import TestClient, TestServer
 
+from detectors.usage import RecentUsage
 from dispatch.desk import HouseholdDesk, RosterRules, handle, with_away, with_roster
 from elderwatch.console.web import Console, install
 from elderwatch.settings import Settings
@@ -64,8 +65,9 @@ class MemoryDesks:
     async def send_away(self, household_id: str, away) -> None:
         self.desks[household_id] = with_away(self.desks[household_id], away)
 
-    def roster(self, household_id: str, community: str, **staff) -> None:
-        household = Household(household_id=household_id, community=community, staff=staff, timezone="Asia/Shanghai")
+    def roster(self, household_id: str, community: str, meters: str = "", **staff) -> None:
+        household = Household(household_id=household_id, community=community, staff=staff, timezone="Asia/Shanghai",
+                              meters=meters)
         desk = self.desks.get(household_id) or HouseholdDesk(household_id=household_id)
         self.desks[household_id] = with_roster(desk, household)
 
@@ -75,6 +77,14 @@ def warning(household_id: str = NORTH, kind: str = "inactivity", severity: str =
         "warning_id": f"{household_id}/{kind}/2026-03-01T02:00:00+00:00", "household_id": household_id, "kind": kind,
         "episode_start": "2026-03-01T02:00:00Z", "detected_at": "2026-03-01T08:55:00Z", "score": 1.3,
         "severity": severity, "evidence": {"summary": "no water used since 02:00"}})
+
+
+def usage_summary() -> dict:
+    """A day and a half of one water reading an hour, as the detect stage would give it."""
+    usage = RecentUsage("Asia/Shanghai")
+    for hour in range(1, 37):
+        usage.update("water", NOW - timedelta(hours=36 - hour), 3.0, 60)
+    return usage.summary()
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +105,8 @@ class Site:
         self.desks = MemoryDesks()
         self.desks.roster(NORTH, "north", primary_worker="w-north", supervisor="s-north")
         self.desks.roster(SOUTH, "south", primary_worker="w-south")
-        self.api = StaffApi(self.desks, StaffAuth(None), duty_desk="duty-desk", poll_s=0.001, wait_s=0.2)
+        self.api = StaffApi(self.desks, StaffAuth(None), duty_desk="duty-desk", poll_s=0.001, wait_s=0.2,
+                            recent_usage=lambda household_id: usage_summary() if household_id == NORTH else None)
         self.settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", users_file=users_file,
                                  secret_key="s" * 40, **settings)
         self.console = Console(self.api, self.settings, users=UserStore(users_file), clock=self.desks.clock)
@@ -191,6 +202,7 @@ def test_a_ticket_through_the_forms(users_file):
             response, html = await site.get(TICKET)
             assert response.status == 200 and "No sign of activity" in html
             assert 'data-action="acknowledge"' in html and 'data-action="feedback"' not in html
+            assert html.count('class="bar"') == 36 and "usage-water" in html  # the chart, from recent_usage
             fields = await site.form(TICKET, f"{TICKET}/acknowledge")
             response, _ = await site.post(f"{TICKET}/acknowledge", fields)
             assert response.status == 303 and response.headers["Location"] == TICKET
@@ -326,4 +338,18 @@ def test_static_files_and_no_users_file(users_file, tmp_path):
         async with site:
             response, html = await site.get("/signin?lang=en")
             assert response.status == 200 and "Sign-in is off" in html and "elderwatch users add" in html
+    run(scenario())
+
+
+def test_household_page_shows_roster_and_current_meters(users_file):
+    async def scenario():
+        async with Site(users_file) as site:
+            site.desks.roster(NORTH, "north", primary_worker="w-north", supervisor="s-north",
+                              meters="aqua:WM-1:water;grid:EM-OLD:electricity@2025-01-01T00:00:00Z/2026-01-01T00:00:00Z;"
+                                     "grid:EM-9:electricity@2026-01-01T00:00:00Z")
+            await site.sign_in("w-north")
+            response, html = await site.get(f"/households/{NORTH}")
+            assert response.status == 200 and "Household hh-000001" in html and "s-north" in html
+            assert "WM-1" in html and "EM-9" in html and "EM-OLD" not in html  # no longer this household's
+            assert "usage-water" in html  # its recent use too
     run(scenario())
