@@ -248,6 +248,11 @@ class StaffApi:
         await self.desks.send_roster(household)
         return await self._answer(household_id, lambda d: d is not None and d.roster == household)
 
+    def ticket_for(self, caller: User, ticket_id: str) -> tuple[HouseholdDesk, Ticket]:
+        """The ticket and its desk if ``caller`` may act on it; ApiError 404 or 403 otherwise. For a caller that
+        must refuse a stranger before it reads anything else (the console's forms)."""
+        return self._ticket(caller, ticket_id)
+
     # -- helpers ----------------------------------------------------------------------------
     def _household(self, caller: User, household_id: str) -> HouseholdDesk:
         desk = self.desks.get(household_id)

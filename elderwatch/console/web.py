@@ -472,6 +472,10 @@ class Console:
         if action not in TICKET_ACTIONS:
             raise PageError(404)
         back = ticket_path(ticket_id)
+        try:  # a stranger is refused before the form is read: 403, as the API answers
+            self.api.ticket_for(ctx.user, ticket_id)
+        except ApiError as exc:
+            raise PageError(exc.status) from None
         try:
             body = self.action_body(ctx, action)
         except ValueError as exc:

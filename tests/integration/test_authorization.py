@@ -148,3 +148,95 @@ def _ticket(worker, tokens, community: str) -> dict:
                              tokens[f"w-{community.lower()}"])
     assert status == 200, detail
     return detail["ticket"]
+
+
+# -- the console's pages: the same matrix, signed in with a password ------------------------------------
+
+class Browser:
+    """A signed-in console session without a browser: cookies kept, redirects not followed."""
+
+    def __init__(self, port: int) -> None:
+        import http.cookiejar
+
+        self.base = f"http://127.0.0.1:{port}"
+        self.jar = http.cookiejar.CookieJar()
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):
+                return None
+
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), NoRedirect)
+
+    def __call__(self, method: str, path: str, form: dict | None = None) -> tuple[int, str]:
+        from urllib.parse import urlencode
+
+        data = urlencode(form).encode() if form is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers={"Accept": "text/html"})
+        try:
+            with self.opener.open(req, timeout=15) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+
+    def csrf(self, path: str = "/signin") -> str:
+        import re
+
+        status, html = self("GET", path)
+        match = re.search(r'name="csrf" value="([^"]+)"', html)
+        assert match, (status, html[:500])
+        return match.group(1)
+
+    def sign_in(self, user_id: str) -> "Browser":
+        status, _ = self("POST", "/signin", {"csrf": self.csrf(), "user_id": user_id, "password": PASSWORD, "next": ""})
+        assert status == 303, status
+        return self
+
+
+#: (method, path template, the roles it is for, a form the page refuses or that changes nothing)
+PAGES = [
+    ("GET", "/", "caring", None),
+    ("GET", "/fragments/tickets", "caring", None),
+    ("GET", "/tickets/{ticket_id}", "caring", None),
+    ("GET", "/households/{household_id}", "caring", None),
+    ("POST", "/tickets/{ticket_id}/feedback", "caring", {"outcome": "not-an-outcome"}),
+    ("POST", "/households/{household_id}/away", "caring", {"until": "not-a-date"}),
+    ("GET", "/supervisor", "supervisor", None),
+    ("GET", "/operator", "operator", None),
+]
+
+
+def page_expected(path: str, method: str, for_roles: str, role: str, target: str) -> set[int]:
+    """The statuses the console must answer: 403 whenever the role or the community is wrong."""
+    allowed = {"caring": role in ("staff", "supervisor"), "supervisor": role == "supervisor",
+               "operator": role == "operator"}[for_roles]
+    if path == "/" and role == "operator":
+        return {303}  # the operator's home is /operator
+    if not allowed or ("{" in path and target == "other"):
+        return {403}
+    return {200} if method == "GET" else {303}  # an action answers with a redirect and its flash message
+
+
+PAGE_CASES = [(page, role, target) for page in PAGES for role in USERS for target in ("own", "other")
+              if "{" in page[1] or target == "own"]
+
+
+@pytest.fixture(scope="module")
+def browsers(world):
+    worker, _ = world
+    return {role: Browser(worker.port).sign_in(user.user_id) for role, user in USERS.items()}
+
+
+@pytest.mark.parametrize(("page", "role", "target"), PAGE_CASES,
+                         ids=[f"{m} {p}-{role}-{t}" for (m, p, _, _), role, t in PAGE_CASES])
+def test_console_matrix(world, browsers, page, role, target):
+    worker, _ = world
+    method, template, for_roles, form = page
+    path = _path(template, {"own": "A", "other": "B"}[target])
+    browser = browsers[role]
+    if method == "POST":
+        form = {**form, "csrf": browser.csrf("/operator" if role == "operator" else "/")}
+    status, html = browser(method, path, form)
+    assert status in page_expected(template, method, for_roles, role, target), (status, html[:300])
+    anonymous = Browser(worker.port)  # signed out: pages send to sign-in, actions are refused
+    status, _ = anonymous(method, path, form and {**form, "csrf": anonymous.csrf()})
+    assert status == (303 if method == "GET" and template != "/fragments/tickets" else 401)
