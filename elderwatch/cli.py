@@ -21,8 +21,30 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         except DetectionConfigError as exc:
             print(f"elderwatch worker: bad ELDERWATCH_DETECTION_CONFIG: {exc}", file=sys.stderr)
             return 2
+    problem = _unusable_people_files(settings)
+    if problem:
+        print(f"elderwatch worker: {problem}", file=sys.stderr)
+        return 2
     run_worker(settings, loglevel=args.loglevel)
     return 0
+
+
+def _unusable_people_files(settings) -> str | None:
+    """What is wrong with the users or channels file, in one line; None when both can be used (or are unset)."""
+    from dispatch.channels.routing import ChannelRoutes, ChannelsFileError
+    from elderwatch.users import UserStore, UsersError
+
+    if settings.users_file is not None:
+        try:
+            UserStore(settings.users_file).users()
+        except UsersError as exc:
+            return f"bad ELDERWATCH_USERS_FILE: {exc}"
+    try:
+        ChannelRoutes.load(settings.channels_file, webhook_url=settings.webhook_url, public_url=settings.public_url,
+                           timeout_s=settings.webhook_timeout_s)
+    except ChannelsFileError as exc:
+        return f"bad ELDERWATCH_CHANNELS_FILE or ELDERWATCH_WEBHOOK_URL: {exc}"
+    return None
 
 
 def _cmd_topics(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from pydantic import ValidationError
 
 from schemas.users import Role, User, UsersFile
 
@@ -140,8 +141,10 @@ class UserStore:
             return {}
         try:
             parsed = UsersFile.model_validate_json(self.path.read_bytes())
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            raise UsersError(f"{self.path}: not a users file ({str(exc).splitlines()[0]})") from None
+        except ValidationError as exc:  # where and what, never the value (it may be a hash)
+            error = exc.errors(include_input=False)[0]
+            where = ".".join(map(str, error["loc"])) or "file"
+            raise UsersError(f"{self.path}: not a users file ({where}: {error['msg']})") from None
         return {u.user_id: u for u in parsed.users}
 
     def _write(self, users: dict[str, User]) -> None:

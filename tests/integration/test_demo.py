@@ -7,14 +7,47 @@ import os
 import re
 import subprocess
 import sys
+import threading
 
 from conftest import REPO
 
 
-def _demo(kafka_bootstrap: str, *args: str) -> subprocess.CompletedProcess:
+def _demo(kafka_bootstrap: str, *args: str, on_line=None) -> subprocess.CompletedProcess:
+    """Run the demo; ``on_line(line)`` sees each line of its output while it runs."""
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
-    return subprocess.run([sys.executable, "-m", "elderwatch.cli", "demo", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=240)
+    process = subprocess.Popen([sys.executable, "-m", "elderwatch.cli", "demo", *args], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.extend(process.stderr), daemon=True)
+    reader.start()
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if on_line is not None:
+                on_line(line)
+        process.wait(timeout=240)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    reader.join(timeout=10)
+    return subprocess.CompletedProcess(process.args, process.returncode, "".join(lines), "".join(errors))
+
+
+def _sign_in(console_line: str) -> tuple[int, str]:
+    """Sign in to the console the way the demo's line says; (status of the home page, its HTML)."""
+    import http.cookiejar
+    import urllib.request
+    from urllib.parse import urlencode
+
+    match = re.search(r"(http://127\.0\.0\.1:\d+)/  sign in with password '([^']+)' as ([\w.:-]+)", console_line)
+    base, password, user = match.groups()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    with opener.open(f"{base}/signin", timeout=15) as response:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', response.read().decode()).group(1)
+    form = urlencode({"csrf": csrf, "user_id": user, "password": password, "next": ""}).encode()
+    with opener.open(urllib.request.Request(f"{base}/signin", data=form), timeout=15) as response:
+        return response.status, response.read().decode()  # redirects followed: the home page, signed in
 
 
 def _lines(result: subprocess.CompletedProcess, pattern: str) -> list[str]:
@@ -22,7 +55,14 @@ def _lines(result: subprocess.CompletedProcess, pattern: str) -> list[str]:
 
 
 def test_demo_runs_prints_counts_and_balances(kafka_bootstrap):
-    result = _demo(kafka_bootstrap, "--seconds", "8", "--households", "4", "--days", "4", "--speed", "36000x")
+    signed_in = []
+
+    def sign_in_once(line: str) -> None:
+        if line.startswith("staff console: ") and not signed_in:
+            signed_in.append(_sign_in(line))
+
+    result = _demo(kafka_bootstrap, "--seconds", "8", "--households", "4", "--days", "4", "--speed", "36000x",
+                   on_line=sign_in_once)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
     assert len(lines) >= 3 and "received" in lines[-1] and "dead-lettered" in lines[-1]
@@ -32,6 +72,9 @@ def test_demo_runs_prints_counts_and_balances(kafka_bootstrap):
     assert _lines(result, r"^loop: no welfare ticket: too little data past the detectors' 21-day warm-up .* -> OK$")
     assert "Authorization: Bearer " in result.stdout and "/api/v1/tickets?state=all" in result.stdout
     assert _lines(result, r"^staff console: http://127\.0\.0\.1:\d+/  sign in with password 'elderwatch-demo' as w-")
+    # ... and that sign-in works: the worker's console answers with the signed-in worker's ticket list
+    [(status, html)] = signed_in
+    assert status == 200 and "/signout" in html and 'name="password"' not in html, html[:500]
     assert "demo stopped" in result.stdout
 
 

@@ -125,3 +125,18 @@ def test_with_a_users_file_the_development_header_means_nothing(tmp_path):
     assert auth.caller({"X-Staff-Id": "s-1"}) is None
     assert auth.caller({"Authorization": f"Bearer {token}"}).communities == ("north",)
     assert StaffAuth.from_settings(Settings()).caller({"X-Staff-Id": "s-1"}).role == "staff"  # development, no files
+
+
+@pytest.mark.parametrize(("variable", "content", "message"), [
+    ("ELDERWATCH_USERS_FILE", '{"users": [{"user_id": "w 1", "role": "staff"}]}', "bad ELDERWATCH_USERS_FILE: .*users.0.user_id"),
+    ("ELDERWATCH_CHANNELS_FILE", '{"channels": {"a": {"type": "carrier-pigeon"}}}', "bad ELDERWATCH_CHANNELS_FILE"),
+], ids=["users", "channels"])
+def test_the_worker_refuses_a_bad_people_file_in_one_line(tmp_path, variable, content, message):
+    import re
+
+    (tmp_path / "file.json").write_text(content)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELDERWATCH_")}
+    result = subprocess.run([sys.executable, "-m", "elderwatch.cli", "worker"], cwd=REPO, capture_output=True,
+                            text=True, env={**env, variable: str(tmp_path / "file.json")}, timeout=60)
+    assert result.returncode == 2 and re.search(message, result.stderr) and len(result.stderr.splitlines()) == 1, \
+        result.stderr
