@@ -190,7 +190,7 @@ def _cmd_roster(args: argparse.Namespace) -> int:
 
 
 def _roster_export(out: Path | None, bootstrap: str, topic: str, timeout: float) -> int:
-    from dispatch.audit import read_to_end
+    from elderwatch.topic_reader import read_to_end
     from elderwatch.roster import current_roster, write_households
 
     try:
@@ -237,7 +237,7 @@ def _roster_load(path: Path, bootstrap: str, topic: str) -> int:
 
 
 def _roster_show(household_id: str, bootstrap: str, topic: str, timeout: float) -> int:
-    from dispatch.audit import read_to_end
+    from elderwatch.topic_reader import read_to_end
     from elderwatch.roster import roster_entries
 
     try:
@@ -259,7 +259,8 @@ def _roster_show(household_id: str, bootstrap: str, topic: str, timeout: float) 
 def _cmd_tickets(args: argparse.Namespace) -> int:
     import json
 
-    from dispatch.audit import history_lines, loop_report, read_acks, rebuild
+    from dispatch.audit import history_lines, loop_report, rebuild
+    from elderwatch.topic_reader import read_acks
     from elderwatch.settings import Settings
 
     settings = Settings()

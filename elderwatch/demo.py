@@ -284,7 +284,8 @@ class CommunityWorker(threading.Thread):
 
     def _learned(self, ticket_id: str) -> str:
         """What detection did with the outcome: its ack on tickets.feedback.ack (the API does not show it)."""
-        from dispatch.audit import parse_ack, read_to_end
+        from dispatch.audit import parse_ack
+        from elderwatch.topic_reader import read_to_end
 
         try:
             records = read_to_end(self.bootstrap, [self.feedback_acks], timeout_s=10)

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Callable, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.json_schema import models_json_schema
 
-from dispatch.tickets import EventKind, Outcome, State, Ticket
+from schemas.ticket import EventKind, Outcome, State, Ticket
 from schemas.anomaly import AnomalyWarning
 from schemas.dead_letter import RejectReason
 from schemas.households import Household, StaffAssignment, StaffId

@@ -33,7 +33,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from dispatch.tickets import Event, EventKind, Outcome, Ticket
+from schemas.ticket import Event, EventKind, Outcome, Ticket
 from schemas.anomaly import AnomalyWarning
 from schemas.readings import HouseholdId
 

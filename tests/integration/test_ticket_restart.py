@@ -17,7 +17,8 @@ from datetime import datetime, timedelta, timezone
 from conftest import WorkerProcess, produce
 from test_ticket_loop import Webhook, acks
 
-from dispatch.audit import read_acks, read_to_end, rebuild
+from dispatch.audit import rebuild
+from elderwatch.topic_reader import read_acks, read_to_end
 from elderwatch.localkafka import free_port
 from schemas.anomaly import AnomalyKind, AnomalyWarning, Severity
 from schemas.dead_letter import DeadLetter

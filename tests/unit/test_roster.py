@@ -142,8 +142,8 @@ def test_meters_column_round_trips_through_export(tmp_path, monkeypatch, capsys)
                Record(b"hh-000001", first.model_copy(update={"community": "old"}).model_dump_json().encode()),
                Record(b"hh-000001", first.model_dump_json().encode()),
                Record(b"hh-000009", None)]
-    import dispatch.audit
-    monkeypatch.setattr(dispatch.audit, "read_to_end", lambda bootstrap, topics, timeout_s: records)
+    import elderwatch.topic_reader
+    monkeypatch.setattr(elderwatch.topic_reader, "read_to_end", lambda bootstrap, topics, timeout_s: records)
     out = tmp_path / "exported.csv"
     assert cli.main(["roster", "export", "--out", str(out)]) == 0
     assert "2 households" in capsys.readouterr().err
