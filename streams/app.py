@@ -120,18 +120,36 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     register_notifier(app, t.ticket_acks.values(), settings, NotifyMetrics(metrics.registry),
                       pending=t.notifications_pending)
 
+    # Every agent is registered above: readiness watches them all (streams/readiness.py).
+    from streams.metrics import ReadinessMetrics
+    from streams.readiness import Readiness
+    from streams.tables import TICKET_DESKS
+
+    readiness = Readiness(app, ReadinessMetrics(metrics.registry), table_name=TICKET_DESKS)
+    readiness.watch_agents()
+    desks.recovered = readiness.recovered  # the ticket indexes are rebuilt only from a recovered table
+
     @app.page("/metrics")
     async def metrics_page(web, request):
+        readiness.check()  # refresh elderwatch_ready
         return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/health")
     async def health_page(web, request):
+        """Liveness: the process answers (it may still be recovering: see /ready)."""
         return web.json({"status": "ok", "app_id": settings.app_id})
+
+    @app.page("/ready")
+    async def ready_page(web, request):
+        """Readiness: 200 once this assignment's tables are recovered and every agent runs; 503 with the reasons."""
+        ready, body = readiness.check()
+        return web.json(body, status=200 if ready else 503, headers=None if ready else {"Retry-After": "5"})
 
     from streams.staff_api import register_staff_api
 
     # the detect stage's stored monitors (registered above) give a ticket's recent usage
-    staff_api = register_staff_api(app, desks, settings, recent_usage=app.elderwatch_detect_states.recent_usage)
+    staff_api = register_staff_api(app, desks, settings, recent_usage=app.elderwatch_detect_states.recent_usage,
+                                   readiness=readiness)
     app.elderwatch_staff_api = staff_api  # the console calls the same handlers
     from elderwatch.console import register_console
 
@@ -142,6 +160,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     app.elderwatch_topics = t
     app.elderwatch_ticket_metrics = ticket_metrics
     app.elderwatch_desks = desks
+    app.elderwatch_readiness = readiness
     return app
 
 

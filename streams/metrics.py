@@ -113,10 +113,24 @@ class DetectMetrics:
 
 class TicketMetrics:
     """The ticket loop: commands and their results, how long each step takes, and what staff found.
+class ReadinessMetrics:
+    """The worker's readiness (:mod:`streams.readiness`): ``elderwatch_ready`` (1 when ``/ready`` is 200) and
+    ``elderwatch_agent_crashes_total{agent}``, actors that raised (faust's supervisor starts a new one)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.ready = Gauge("elderwatch_ready", "1 when this worker is ready (/ready: tables recovered, every agent "
+                           "running), else 0.", registry=self.registry)
+        self.agent_crashes = Counter("elderwatch_agent_crashes", "Agent actors that raised and stopped (the worker "
+                                     "is not ready until the agent runs again).", ["agent"], registry=self.registry)
+
+
 
     ``elderwatch_tickets_outcomes_total{outcome}`` is the seed's "valid alerts" made measurable: the
-    valid-alert rate is (confirmed_emergency + needed_help) / all welfare outcomes, also exported as
-    ``elderwatch_tickets_valid_alert_ratio`` over this process's life.
+    valid-alert rate is (confirmed_emergency + needed_help) / all welfare outcomes. Across workers it is
+    ``sum(elderwatch_tickets_valid_outcomes_total) / sum(elderwatch_tickets_welfare_outcomes_total)``
+    (counters add up; ratios do not). ``elderwatch_tickets_valid_alert_ratio`` is the same ratio over this
+    worker process's life only: per worker, never to be summed or averaged across workers.
     """
 
     #: seconds: 1 min .. 3 days
@@ -151,10 +165,17 @@ class TicketMetrics:
         self.overdue = Gauge("elderwatch_tickets_overdue",
                              "Tickets whose deadline passed more than a timer interval ago (should stay 0).", registry=r)
         self.valid_alert_ratio = Gauge("elderwatch_tickets_valid_alert_ratio",
-                                       "confirmed_emergency + needed_help over all welfare outcomes (this process).",
+                                       "confirmed_emergency + needed_help over all welfare outcomes (this worker "
+                                       "process only; across workers: sum(valid_outcomes) / sum(welfare_outcomes)).",
                                        registry=r)
         for step in Step:
             for result in AckResult:
+        self.valid_outcomes = Counter("elderwatch_tickets_valid_outcomes",
+                                      "Welfare outcomes that were valid alerts (confirmed_emergency, needed_help): "
+                                      "the valid-alert ratio's numerator.", registry=r)
+        self.welfare_outcomes = Counter("elderwatch_tickets_welfare_outcomes",
+                                        "Outcomes about the person (every outcome but meter_fault): the valid-alert "
+                                        "ratio's denominator.", registry=r)
                 self.commands.labels(step=step.value, result=result.value)
         for outcome in Outcome:
             self.outcomes.labels(outcome=outcome.value)
@@ -169,6 +190,9 @@ class TicketMetrics:
             self._valid += outcome in self.VALID
             self.valid_alert_ratio.set(self._valid / self._welfare)
 
+            self.welfare_outcomes.inc()
+            if outcome in self.VALID:
+                self.valid_outcomes.inc()
 
 def read_counts(text: str, stage: str = "ingest") -> dict[str, float]:
     """Sum ``elderwatch_<stage>_*_total`` samples from a /metrics page, across labels.

@@ -26,7 +26,13 @@ Here (1) cannot happen, because aiokafka is never given an empty set, so paused 
 never drained; and (2) is done in a safe order: seek while the stream partitions are still
 paused, then resume them, the flow control and the flow with no ``await`` in between. Installed
 with ``faust.App(..., TableManager="streams.recovery:TableManager")`` (see :mod:`streams.app`).
-Written against faust-streaming 0.15.3; re-check it when upgrading faust.
+Written against faust-streaming 0.15.3 and aiokafka 0.14.0 (:data:`VERIFIED_WITH`: the worker refuses
+to start with other versions, see :func:`elderwatch.worker.check_versions`); re-check it when upgrading.
+
+Readiness: :attr:`SeekFirstRecovery.recovered` is False from the start of a rebalance until the stream
+partitions are handed back to the agents (faust's own ``completed`` event is never cleared after the
+first recovery, so it cannot say that a later rebalance is recovering). ``/ready`` and the staff API
+read it (:mod:`streams.readiness`).
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ from typing import Any
 from faust.tables import TableManager as _FaustTableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP
+
+#: The versions this module was verified with (it patches their private internals).
+VERIFIED_WITH = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
 
 
 class _ActiveView:
@@ -81,7 +90,11 @@ class SeekFirstRecovery(Recovery):
     """:class:`faust.tables.recovery.Recovery` that never drains paused partitions and seeks the
     stream partitions before resuming them."""
 
+    #: False until the current assignment's tables are recovered and its stream partitions resumed.
+    recovered: bool = False
+
     async def on_rebalance(self, assigned: set, revoked: set, newly_assigned: set, generation_id: int = 0) -> None:
+        self.recovered = False
         _fetch_only_active(self.app.consumer)  # before the first fetch: the first assignment
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
@@ -98,6 +111,7 @@ class SeekFirstRecovery(Recovery):
         self.app.flow_control.resume()
         consumer.resume_flow()
         await self.app._fetcher.maybe_start()  # type: ignore[attr-defined]
+        self.recovered = True  # tables complete: readers (indexes, staff API, /ready) may use them
 
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
         self.log.info("Restore complete!")
@@ -134,6 +148,10 @@ class SeekFirstRecovery(Recovery):
 
 class TableManager(_FaustTableManager):
     """faust's table manager, recovering with :class:`SeekFirstRecovery`."""
+
+    def on_rebalance_start(self) -> None:
+        super().on_rebalance_start()
+        self.recovery.recovered = False  # the tables are about to change hands
 
     @property
     def recovery(self) -> Recovery:

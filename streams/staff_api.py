@@ -34,10 +34,17 @@ Away mode and roster changes go the same way to ``households.away`` and ``househ
 Privacy: logs name the operation and its result, never a token, a note, a staff or household id
 (these are vulnerable people's lives); the worker's access log is off.
 
-One worker only, as built: Faust tables are local to the worker that owns the partition. With
-several workers, the single-household endpoints need the request routed to the partition's owner
-(faust's ``app.table_route`` on the household id) and the ticket list a scatter-gather over all
-workers; neither is built here.
+Readiness and several workers (:mod:`streams.readiness`), checked before anything else:
+
+- while this worker recovers its tables (start, rebalance), every route but the OpenAPI document
+  answers 503 ``recovering`` with ``Retry-After``: a table half restored would give wrong answers;
+- Faust tables are local to the worker whose partition it is. A single-household request (a ticket,
+  a household) whose partition is active on another worker is forwarded there, as faust's
+  ``app.table_route`` does, with its body (faust's own forwarding drops it) and a
+  ``X-Elderwatch-Forwarded`` header; a forwarded request that finds the partition gone again, or a
+  partition with no worker now, is a 503 with the reason;
+- the ticket list needs every partition: a worker that does not hold them all answers 503 ("several
+  workers: lists need every partition ...; not built: scatter-gather"), never a partial list with 200.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import faust
 from faust.web import View
 from pydantic import BaseModel, ValidationError
@@ -146,8 +154,9 @@ class StaffApi:
     """The handlers, one per ``operation_id`` of :data:`ROUTES`; each returns (status, JSON body)."""
 
     def __init__(self, desks, auth: StaffAuth, *, duty_desk: str, recent_usage: RecentUsage | None = None,
-                 wait_s: float = 5.0, poll_s: float = 0.05) -> None:
+                 wait_s: float = 5.0, poll_s: float = 0.05, readiness=None) -> None:
         self.desks, self.auth, self.duty_desk, self.recent_usage = desks, auth, duty_desk, recent_usage
+        self.readiness = readiness  # streams.readiness.Readiness; None: one worker, always recovered (unit tests)
         self.wait_s, self.poll_s = wait_s, poll_s
         self.document = openapi_document()
 
@@ -342,10 +351,11 @@ def _bind_action(api: StaffApi, action: str) -> Callable:
 
 
 def register_staff_api(app: faust.App, desks, settings: Settings, *,
-                       recent_usage: RecentUsage | None = None) -> StaffApi:
+                       recent_usage: RecentUsage | None = None, readiness=None) -> StaffApi:
     """Serve :data:`ROUTES` on ``app``'s web server; returns the handlers' object (for tests)."""
     api = StaffApi(desks, StaffAuth.from_settings(settings), duty_desk=settings.duty_desk,
-                   recent_usage=recent_usage)
+                   recent_usage=recent_usage, readiness=readiness)
+    api.forward = lambda url, request, body: _forward(app, url, request, body)
     table = handlers(api)
     wanted = {r.operation_id for r in ROUTES}
     if set(table) != wanted:
@@ -361,10 +371,63 @@ def register_staff_api(app: faust.App, desks, settings: Settings, *,
     return api
 
 
+#: Operations that read every household the caller may see: they need every partition.
+LIST_OPERATIONS = frozenset({"list_tickets"})
+FORWARDED = "X-Elderwatch-Forwarded"
+MOVED = "several workers: the household's partition moved again while this request was forwarded (rebalancing)"
+
+
+def owner_of(api: StaffApi, route: Route, path: dict, request) -> Any:
+    """Where ``route`` can be answered (:mod:`streams.readiness`): None here, a ``Remote`` to forward to; a 503
+    ApiError when it cannot be answered correctly now."""
+    from streams.readiness import Unavailable
+
+    readiness = api.readiness
+    if readiness is None or not route.auth:  # one worker (unit tests); the OpenAPI document reads no table
+        return None
+    try:
+        if route.operation_id in LIST_OPERATIONS:
+            reason = readiness.list_refusal()
+            if reason:
+                raise Unavailable(reason)
+            return None
+        household_id = path.get("household_id") or path.get("ticket_id", "").split("/", 1)[0]
+        if not household_id:
+            readiness.ensure_recovered()
+            return None
+        owner = readiness.owner(household_id)
+    except Unavailable as exc:
+        raise ApiError(503, exc.reason) from None
+    if owner is not None and request.headers.get(FORWARDED):
+        raise ApiError(503, MOVED)  # never forward twice: two workers that disagree would bounce it
+    return owner
+
+
+async def _forward(app: faust.App, url, request, body: bytes):
+    """``request`` as sent to the worker at ``url``, its answer as ours (status, JSON body)."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "x-staff-id",
+                                                                          "idempotency-key", "content-type")}
+    headers[FORWARDED] = "1"
+    target = request.url.with_scheme(url.scheme or "http").with_host(url.host).with_port(url.port)
+    try:
+        async with app.http_client.request(method=request.method, url=target, headers=headers, data=body or None,
+                                           allow_redirects=False, timeout=aiohttp.ClientTimeout(total=30)) as response:
+            return response.status, await response.json(content_type=None)
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        raise ApiError(503, f"several workers: the household's worker did not answer ({type(exc).__name__})") from None
+
+
 def _method(api: StaffApi, route: Route, handler: Callable):
     async def method(self: View, request, **path):
         started = time.monotonic()
         try:
+            owner = owner_of(api, route, path, request)
+            if owner is not None:  # its partition is another worker's: that worker answers
+                body = await request.read()
+                status, answer = await api.forward(owner.url, request, body)
+                log.info("staff API: %s -> %s (forwarded to the partition's worker, %.0f ms)", route.operation_id,
+                         status, 1000 * (time.monotonic() - started))
+                return self.json(answer, status=status)
             caller = api.auth.caller(request.headers) if route.auth else None
             if route.auth and caller is None:
                 raise ApiError(401, "authentication required: Authorization: Bearer <token>"
@@ -382,7 +445,7 @@ def _method(api: StaffApi, route: Route, handler: Callable):
         log.log(level, "staff API: %s -> %s%s (%.0f ms)", route.operation_id, status, result,
                 1000 * (time.monotonic() - started))
         payload = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
-        return self.json(payload, status=status)
+        return self.json(payload, status=status, headers={"Retry-After": "5"} if status == 503 else None)
     return method
 
 

@@ -25,7 +25,10 @@ Deadlines: a timer (every ``ticket_timer_interval_s``) turns passed deadlines in
 their step topics (:func:`dispatch.desk.due_commands`): dispatch, escalation, re-alert, reminder.
 The command's key is tied to the deadline, so a second timer, a restart or a re-send after a lost
 message applies once. An in-memory index (household -> next deadline) keeps the tick cheap; it
-is rebuilt from the table after every rebalance.
+is rebuilt from the table after every rebalance, once the table is recovered (``TicketDesks.recovered``,
+wired to :meth:`streams.readiness.Readiness.recovered`): an index built from a half-restored table
+would miss deadlines and households until the next rebalance. While recovering, the timer skips its
+tick and the staff lists answer 503 (:class:`streams.readiness.Unavailable`).
 """
 
 from __future__ import annotations
@@ -67,6 +70,9 @@ class TicketDesks:
         self._staff_of: dict[str, frozenset[str]] = {}
 
     # -- reading ---------------------------------------------------------------------------
+        #: Whether the table has been recovered for the current assignment (streams/app.py wires it to
+        #: Readiness.recovered); the indexes are rebuilt only then.
+        self.recovered: Callable[[], bool] = lambda: True
     def get(self, household_id: str) -> HouseholdDesk | None:
         raw = self.table.get(household_id.encode())
         return HouseholdDesk.model_validate_json(raw) if raw else None
@@ -82,15 +88,13 @@ class TicketDesks:
 
     def of_staff(self, staff_id: str) -> list[HouseholdDesk]:
         """The desks of the households this person may see, without reading every desk."""
-        if self.index_stale:
-            self.rebuild_index()
+        self.ensure_index()
         desks = (self.get(household_id) for household_id in sorted(self.staff_households.get(staff_id, ())))
         return [desk for desk in desks if desk is not None and staff_id in desk.staff()]
 
     def of_community(self, community: str) -> list[HouseholdDesk]:
         """The desks of a community's households (as the roster says now)."""
-        if self.index_stale:
-            self.rebuild_index()
+        self.ensure_index()
         desks = (self.get(household_id) for household_id in sorted(self.community_households.get(community, ())))
         return [desk for desk in desks if desk is not None and desk.roster is not None
                 and desk.roster.community == community]
@@ -127,6 +131,17 @@ class TicketDesks:
 
     def rebuild_index(self) -> None:
         self.deadlines.clear()
+    def ensure_index(self) -> None:
+        """Rebuild the indexes if a rebalance made them stale; :class:`streams.readiness.Unavailable` while the
+        table is still being recovered (an index of a partial table would be silently wrong)."""
+        if not self.recovered():
+            from streams.readiness import RECOVERING, Unavailable
+
+            self.index_stale = True  # whatever was indexed meanwhile, rebuild from the recovered table
+            raise Unavailable(RECOVERING)
+        if self.index_stale:
+            self.rebuild_index()
+
         self.staff_households.clear()
         self._staff_of.clear()
         self.community_households.clear()
@@ -180,7 +195,7 @@ def register_ticket_agents(app: faust.App, topics, desks_table: faust.Table, met
 
     @app.on_partitions_assigned.connect
     async def index_after_rebalance(sender, assigned, **kwargs) -> None:
-        desks.index_stale = True  # rebuilt on the next tick, from the recovered table
+        desks.index_stale = True  # rebuilt on the first tick or list once recovery has ended (ensure_index)
 
     @app.agent(topics.anomalies, name="ticket-warnings")
     async def ticket_warnings(stream):
@@ -248,9 +263,11 @@ def register_ticket_agents(app: faust.App, topics, desks_table: faust.Table, met
 
 
 async def check_deadlines(desks: TicketDesks, metrics: TicketMetrics, interval_s: float) -> int:
-    """Send the commands every passed deadline calls for; returns how many were sent."""
-    if desks.index_stale:
-        desks.rebuild_index()
+    """Send the commands every passed deadline calls for; returns how many were sent (none while recovering)."""
+    if not desks.recovered():
+        desks.index_stale = True
+        return 0  # the next tick after recovery rebuilds the index and sends what is due
+    desks.ensure_index()
     now = desks.clock()
     sent = overdue = 0
     for household_id, deadline in list(desks.deadlines.items()):

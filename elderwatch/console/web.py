@@ -14,7 +14,9 @@ Per request (:meth:`Console.page` wraps every handler):
    then goes to the sign-in page);
 3. a POST: the Origin header, when present, must be this site's; the form's ``csrf`` must be the
    session's token (the sign-in form: the anonymous cookie's). Otherwise 403, nothing done;
-4. a role the page is not for: 403;
+4. a role the page is not for: 403; a list or household page that cannot be answered correctly here now
+   (tables recovering, a list without every partition, a household on another worker): 503 with the
+   reason and ``Retry-After`` (:meth:`Console._check_available`);
 5. the handler; an action redirects back with a flash message (POST-redirect-GET);
 6. the log line: the page's name and the status. No ids, no notes, no user (this is about
    vulnerable people's lives; the API logs the same way).
@@ -63,6 +65,12 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
 #: Actions a person takes on the ticket page, in the order shown.
 PAGE_ACTIONS = ("acknowledge", "escalate", "handle", "snooze", "feedback", "cancel")
 CARING = frozenset({Role.STAFF, Role.SUPERVISOR})
+
+
+#: Console pages that list every household the user may see (they need every partition of the table).
+LIST_PAGES = frozenset({"tickets", "tickets-fragment", "supervisor"})
+#: Console pages about one household (its partition must be on this worker).
+HOUSEHOLD_PAGES = frozenset({"ticket", "ticket-action", "household", "away", "away-end"})
 
 
 class PageError(Exception):
@@ -160,9 +168,12 @@ class Console:
                         await self._check_post(ctx)
                     if roles is not None and (ctx.user is None or ctx.user.role not in roles):
                         raise PageError(403, labels.N_("This page is not for your role."))
+                    self._check_available(name, request)
                     response = await handler(ctx)
             except PageError as exc:
                 response = self.error_page(ctx, exc.status, exc.message, fragment=fragment)
+                if exc.status == 503:
+                    response.headers["Retry-After"] = "5"
             except Exception as exc:  # the type only: a message could carry a household's data
                 log.error("console: %s failed (%s)", name, type(exc).__name__)
                 log.debug("console: %s failed", name, exc_info=True)
@@ -171,6 +182,29 @@ class Console:
             log.info("console: %s -> %s", name, response.status)
             return response
         return serve
+
+    # -- readiness and several workers (streams/readiness.py) ---------------------------------------
+    def _check_available(self, name: str, request: web.Request) -> None:
+        """503 while the worker recovers its tables, for a list without every partition here, or for a household
+        whose partition is another worker's (the console does not forward: the API does). Never a partial page."""
+        readiness = getattr(self.api, "readiness", None)
+        if readiness is None or (name not in LIST_PAGES and name not in HOUSEHOLD_PAGES):
+            return
+        from streams.readiness import Unavailable
+
+        try:
+            if name in LIST_PAGES:
+                reason = readiness.list_refusal()
+                if reason:
+                    raise Unavailable(reason)
+                return
+            info = request.match_info
+            household_id = info.get("household_id") or info.get("ticket_id", "").split("/", 1)[0]
+            if readiness.owner(household_id) is not None:
+                raise Unavailable("several workers: this household is on another worker; the console does not "
+                                  "forward (the staff API does)")
+        except Unavailable as exc:
+            raise PageError(503, exc.reason) from None
 
     # -- request context, POST checks, responses -------------------------------------------------
     def _context(self, request: web.Request) -> Ctx:

@@ -1,0 +1,154 @@
+"""Is this worker ready to answer, and which worker holds a household: ``/ready`` and the staff API's gate.
+
+``/health`` is liveness: the process answers. ``/ready`` (:meth:`Readiness.check`) is 200 only when
+
+1. the table recovery of the current assignment has ended (:attr:`streams.recovery.SeekFirstRecovery.recovered`:
+   cleared when a rebalance starts, set once the stream partitions are handed back to the agents), and
+2. every agent has a running actor. An actor that raised is counted once in
+   ``elderwatch_agent_crashes_total{agent}`` (faust calls the agent's error handler, installed by
+   :meth:`Readiness.watch_agents`) and its agent counts as down until faust's supervisor has started a
+   new actor that runs.
+
+Otherwise 503 with the reasons. ``elderwatch_ready`` is the same answer as a gauge (refreshed on every
+``/ready`` and ``/metrics`` request).
+
+Several workers share the ``tickets-households`` table by partition. :meth:`Readiness.owner` says where a
+household's partition is active (this worker, another worker's URL, or nobody now), from faust's
+assignor (``app.router.key_store``, which ``app.table_route`` uses); :meth:`Readiness.list_refusal` refuses
+a list unless this worker holds every partition: a list from some partitions would be silently partial.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RECOVERING = "recovering: table recovery of this worker's partitions has not ended"
+LISTS_NEED_EVERY_PARTITION = ("several workers: lists need every partition of the tickets-households table; "
+                              "not built: scatter-gather")
+NO_OWNER = "several workers: the household's partition has no worker now (rebalancing)"
+
+
+class Unavailable(Exception):
+    """A 503: the request cannot be answered correctly here now."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Remote:
+    """The household's partition is active on another worker, at ``url``."""
+
+    url: Any  # yarl.URL
+
+
+def agent_name(name: str) -> str:
+    """faust's agent name without the module (``streams.tickets.tickets`` -> ``tickets``): the metric label."""
+    return name.rsplit(".", 1)[-1]
+
+
+def live_actors(agent) -> int:
+    """Actors of ``agent`` that run: not crashed, task not finished."""
+    return sum(1 for actor in list(getattr(agent, "_actors", ()))
+               if not getattr(actor, "crashed", False)
+               and not (getattr(actor, "actor_task", None) is not None and actor.actor_task.done()))
+
+
+class Readiness:
+    """The worker's readiness and its view of which worker holds a household (see the module docstring)."""
+
+    def __init__(self, app, metrics, *, table_name: str) -> None:
+        self.app, self.metrics, self.table_name = app, metrics, table_name
+
+    # -- readiness -------------------------------------------------------------------------------
+    def recovered(self) -> bool:
+        recovery = self.app.tables.recovery
+        return bool(getattr(recovery, "recovered", False)) and not self.app.rebalancing
+
+    def down_agents(self) -> list[str]:
+        """Agents without a running actor (crashed, or not started yet)."""
+        return sorted(agent_name(name) for name, agent in self.app.agents.items() if live_actors(agent) == 0)
+
+    def check(self) -> tuple[bool, dict]:
+        reasons = []
+        if not self.recovered():
+            reasons.append(RECOVERING)
+        down = self.down_agents()
+        if down:
+            reasons.append(f"agents not running: {', '.join(down)}")
+        ready = not reasons
+        self.metrics.ready.set(1 if ready else 0)
+        return ready, {"ready": ready, "reasons": reasons,
+                       "partitions": self.table_partitions(), "every_partition": self.holds_every_partition()}
+
+    def watch_agents(self) -> None:
+        """Count every actor crash: faust calls an agent's ``_on_error`` before it marks the actor crashed."""
+        for name, agent in self.app.agents.items():
+            label = agent_name(name)
+            self.metrics.agent_crashes.labels(agent=label)  # exported as 0 from the start
+            previous = agent._on_error
+
+            async def on_error(agent, exc, *, _label=label, _previous=previous) -> None:
+                self.metrics.agent_crashes.labels(agent=_label).inc()
+                log.error("agent %s crashed (%s): the worker is not ready until it runs again", _label,
+                          type(exc).__name__)  # the type only: a message could carry a household's data
+                if _previous is not None:
+                    await _previous(agent, exc)
+
+            agent._on_error = on_error
+
+    def ensure_recovered(self) -> None:
+        if not self.recovered():
+            raise Unavailable(RECOVERING)
+
+    # -- which worker holds what --------------------------------------------------------------------
+    def _table(self):
+        return self.app.tables[self.table_name]
+
+    def table_partitions(self) -> list[int]:
+        """Partitions of the table active on this worker."""
+        topic = self._table().changelog_topic.get_topic_name()
+        return sorted(tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic)
+
+    def partition_count(self) -> int:
+        table = self._table()
+        return table.partitions or self.app.conf.topic_partitions
+
+    def holds_every_partition(self) -> bool:
+        return len(self.table_partitions()) == self.partition_count()
+
+    def list_refusal(self) -> str | None:
+        """Why a list (every household the caller may see) cannot be answered here; None if it can."""
+        if not self.recovered():
+            return RECOVERING
+        if not self.holds_every_partition():
+            return LISTS_NEED_EVERY_PARTITION
+        return None
+
+    def owner(self, household_id: str) -> Remote | None:
+        """None if the household's partition is active here; :class:`Remote` if on another worker.
+
+        Raises :class:`Unavailable` while recovering, or when no worker holds the partition."""
+        self.ensure_recovered()
+        if self.holds_every_partition():
+            return None
+        try:
+            url = self.app.router.key_store(self.table_name, household_id.encode())
+        except KeyError:
+            raise Unavailable(NO_OWNER) from None
+        if _ident(url) == _ident(self.app.conf.canonical_url):
+            return None
+        return Remote(url)
+
+
+def _ident(url) -> tuple[str, int]:
+    return (url.host if url.scheme else url.path) or "", int(url.port or 80)
+
+
+__all__ = ["Readiness", "Remote", "Unavailable", "RECOVERING", "LISTS_NEED_EVERY_PARTITION", "NO_OWNER",
+           "agent_name", "live_actors"]
