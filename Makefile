@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "elderwatch make targets:"
-	@echo "  venv    create $(VENV) and install elderwatch with its test extras (re-run when pyproject.toml changes)"
+	@echo "  venv    create $(VENV): the pinned requirements.lock, then elderwatch (re-run when either changes)"
 	@echo "  kafka   fetch the local Apache Kafka broker jars into the cache (needs java + mvn)"
 	@echo "  system-packages  Debian packages the tests need ($(DEBIAN_PACKAGES)), installed with apt-get if missing"
 	@echo "  test    run the test suite against a local broker (PYTEST_ARGS='...' to narrow it)"
@@ -28,11 +28,14 @@ help:
 
 venv: $(VENV)/.installed
 
-# Stamp file: reinstall only when the dependency declaration changes.
-$(VENV)/.installed: pyproject.toml
+# Stamp file: reinstall only when the dependency declaration or the lock changes.
+# requirements.lock pins every runtime and test dependency (pip-compile, from pyproject.toml: see README,
+# Operations > Pinned versions); elderwatch itself goes in without resolving again (--no-deps).
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 kafka: venv

@@ -3,8 +3,39 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+from importlib import metadata
 
 from elderwatch.settings import Settings
+
+#: Set to 1 to start with faust-streaming or aiokafka versions that streams/recovery.py was not verified with
+#: (README, configuration). For trying an upgrade, never for production.
+UNVERIFIED_VERSIONS_ENV = "ELDERWATCH_ALLOW_UNVERIFIED_VERSIONS"
+
+
+def check_versions(verified: Mapping[str, str] | None = None, *,
+                   installed: Callable[[str], str] = metadata.version) -> str | None:
+    """What differs from the versions streams/recovery.py was verified with (it patches faust's and aiokafka's
+    private internals), in one line; None when they match."""
+    if verified is None:
+        from streams.recovery import VERIFIED_WITH
+
+        verified = VERIFIED_WITH
+    found = {}
+    for package in verified:
+        try:
+            found[package] = installed(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    wrong = [f"{package} {found[package]} (verified: {version})" for package, version in verified.items()
+             if found[package] != version]
+    if not wrong:
+        return None
+    return (f"{', '.join(wrong)}: streams/recovery.py patches their internals and was verified only with "
+            f"{', '.join(f'{p}=={v}' for p, v in verified.items())}; install requirements.lock, or re-check "
+            f"streams/recovery.py and update VERIFIED_WITH (to try anyway: {UNVERIFIED_VERSIONS_ENV}=1)")
 
 
 def ensure_topics(settings: Settings) -> None:
@@ -23,7 +54,21 @@ def ensure_topics(settings: Settings) -> None:
                   config={name: {"cleanup.policy": "compact"} for name in changelogs})
 
 
+def refuse_unverified_versions(environ: Mapping[str, str] = os.environ, **check) -> None:
+    """Exit 2 with one line when the versions differ (unless the override is set: then a warning)."""
+    problem = check_versions(**check)
+    if problem is None:
+        return
+    if environ.get(UNVERIFIED_VERSIONS_ENV) == "1":
+        logging.getLogger(__name__).warning("starting with unverified versions (%s=1): %s", UNVERIFIED_VERSIONS_ENV,
+                                            problem)
+        return
+    print(f"elderwatch worker: {problem}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
+    refuse_unverified_versions()  # before anything starts: the recovery patch depends on these versions
     from faust.worker import Worker
 
     from streams.app import create_app
