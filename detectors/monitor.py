@@ -204,6 +204,25 @@ class HouseholdMonitor:
             self.config = config
             self._points = {d.kind: config.operating_point(d.kind) for d in self.detectors}
 
+    def set_timezone(self, name: str) -> bool:
+        """Read local time in the IANA zone ``name`` from the next reading on (the roster moved the household);
+        True if the zone changed. An unknown zone raises before anything changes.
+
+        What was learned stays: the detectors' hours and days were learned in local time, so after a move
+        the household's day rhythm is shifted by the difference between the zones until they relearn it.
+
+        >>> m = HouseholdMonitor("hh-000001", "Europe/London")
+        >>> m.set_timezone("Asia/Shanghai"), m.set_timezone("Asia/Shanghai"), m.timezone
+        (True, False, 'Asia/Shanghai')
+        """
+        if name == self.timezone:
+            return False
+        zone = ZoneInfo(name)
+        self.timezone, self._tz = name, zone
+        self.usage.timezone = name  # the staff's chart: local hours in the new zone from now on
+        self.usage._init_zone()
+        return True
+
     def take_cleared(self) -> list[tuple[AnomalyKind, str]]:
         """Episodes that ended since the last call: (kind, the warning_id that opened it). The detect
         stage tells the ticket loop (``condition_cleared``); offline runs may ignore them."""

@@ -30,6 +30,7 @@ class RejectReason(StrEnum):
     TOO_LATE = "too_late"                      # older than the de-duplication horizon
     REGISTER_OUT_OF_ORDER = "register_out_of_order"
     IMPLAUSIBLE_VALUE = "implausible_value"    # more than a home could use in that time
+    PROCESSING_ERROR = "processing_error"      # readable, but an agent raised on it (a bug): the detail names the exception type
 
 
 class DeadLetter(BaseModel):
@@ -47,7 +48,8 @@ class DeadLetter(BaseModel):
     schema_version: Literal[1] = 1
     reason: RejectReason
     detail: str = Field(description="Human-readable explanation; never contains the payload itself.")
-    stage: str = Field(description="Where it was rejected: 'ingest.validate', 'ingest.normalize' or 'ingest.http'.")
+    stage: str = Field(description="Where it was rejected: 'ingest.validate', 'ingest.normalize', "
+                       "'ingest.http', 'detect', 'tickets' or 'notify'.")
     original_value_b64: str | None = Field(description="The message value exactly as received, base64.")
     original_key_b64: str | None = None
     source_topic: str = Field(description="The topic it was read from; 'http:/api/v1/readings' for the HTTP door.")

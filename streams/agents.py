@@ -3,7 +3,8 @@
 ``ingest-validate`` checks each raw message on its own (no state), maps a utility's meter id to
 our household id (the roster's enrolments, as of the reading's time) and re-keys it by household;
 ``ingest-normalize`` applies the per-series rules (duplicates, registers) with state in a table.
-A bad message never stops an agent: every rejection goes to ``readings.deadletter``.
+A bad message never stops an agent: every rejection goes to ``readings.deadletter``, and a message an agent
+raises on (a bug) is dead-lettered ``processing_error`` by the guard (:mod:`streams.guard`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from collections.abc import Callable
 from datetime import datetime
 
 import faust
+from pydantic import ValidationError
 
 from elderwatch.settings import Settings
-from schemas.dead_letter import DeadLetter
+from schemas.dead_letter import RejectReason
 from schemas.routing import RawOrigin, RoutedReading
 from streams.ingest import (Duplicate, Emitted, Enrolment, RegisterBaseline, Rejection, SeriesState, accept_reading,
                             parse_raw, resolve)
-from streams.metrics import IngestMetrics
+from streams.guard import AgentGuard, DeadLetters, Source
+from streams.metrics import AgentMetrics, IngestMetrics
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +32,38 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
 
+def parse_routed(value: bytes | None, key: bytes | None) -> RoutedReading | Rejection:
+    """A message of readings.by-household, or why it is not one (never raises for bad input). ingest-validate
+    wrote it, so a rejection means something else wrote to the topic.
+
+    >>> parse_routed(b"not json", b"h1").reason.value
+    'not_json'
+    >>> parse_routed(b'{"form": "interval"}', b"h1").reason.value
+    'invalid_field'
+    """
+    if not value:
+        return Rejection(RejectReason.NOT_JSON, "empty message")
+    try:
+        routed = RoutedReading.model_validate_json(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        reason = RejectReason.NOT_JSON if first["type"] == "json_invalid" else RejectReason.INVALID_FIELD
+        return Rejection(reason, f"not a RoutedReading: {first['type']} at {'.'.join(map(str, first['loc'])) or 'top level'}")
+    if routed.reading is None:
+        return Rejection(RejectReason.INVALID_FIELD, f"not a RoutedReading: no {routed.form}_reading")
+    if key != routed.reading.household_id.encode():  # its series state lives in the key's partition
+        return Rejection(RejectReason.INVALID_FIELD, "message key is not the reading's household_id",
+                         routed.reading.household_id)
+    return routed
+
+
 def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, metrics: IngestMetrics,
                            settings: Settings, *, clock: Callable[[], datetime], enrolment_reader=None) -> None:
     """``enrolment_reader`` (a :class:`streams.enrolment.EnrolmentReader`) maps meter ids; without one,
     every reading that names a meter is ``unknown_meter``."""
     limits = settings.ingest_limits()
     no_enrolment = Enrolment()
+    agent_metrics = AgentMetrics.of(metrics.registry)
 
     async def enrolment() -> Enrolment:
         if enrolment_reader is None:
@@ -42,72 +71,80 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
         await enrolment_reader.wait_ready()  # a cold start maps nothing until it knows every enrolment
         return enrolment_reader.enrolment
 
-    async def dead_letter(value: bytes | None, key: bytes | None, rejection: Rejection, *, stage: str,
-                          topic: str, partition: int, offset: int, timestamp_ms: int | None) -> None:
-        envelope = DeadLetter.for_message(
-            value, key, rejection.reason, rejection.detail, stage=stage, topic=topic, partition=partition,
-            offset=offset, at=clock(), timestamp_ms=timestamp_ms, household_id=rejection.household_id)
-        hh_key = rejection.household_id.encode() if rejection.household_id else None
-        await topics.deadletter.send(key=hh_key, value=envelope.model_dump_json().encode())
-        metrics.dead_lettered.labels(reason=rejection.reason.value).inc()
-        # Reason and coordinates only: the payload may describe a person's day.
-        log.info("dead-lettered %s:%s@%s: %s", topic, partition, offset, rejection.reason.value)
+    def counted(reason: RejectReason) -> None:
+        metrics.dead_lettered.labels(reason=reason.value).inc()
+
+    dead_letters = DeadLetters(topics.deadletter, clock, counted)
+    # Internal-topic poison was never received from readings.raw: counted apart, so the ingest identity holds.
+    unreadable = DeadLetters(topics.deadletter, clock, lambda reason: agent_metrics.unreadable.labels(
+        agent="ingest-normalize").inc())
+
+    def processing_error(source: Source) -> None:  # received, so it must be one of the identity's terms
+        counted(RejectReason.PROCESSING_ERROR)
+
+    validate_guard = AgentGuard("ingest-validate", "ingest.validate", dead_letters, agent_metrics,
+                                on_error=processing_error)
+    normalize_guard = AgentGuard("ingest-normalize", "ingest.normalize", dead_letters, agent_metrics,
+                                 on_error=processing_error)
+
+    async def validate(value: bytes | None, key: bytes | None, source: Source) -> None:
+        metrics.received.inc()
+        result = parse_raw(value, now=clock(), max_future=settings.max_future)
+        if isinstance(result, Rejection):
+            return await dead_letters.send(value, key, result.reason, result.detail, stage="ingest.validate",
+                                           source=source, household_id=result.household_id)
+        reading = result.reading
+        if reading.meter_id is not None:
+            reading = resolve(reading, await enrolment())
+            if isinstance(reading, Rejection):
+                return await dead_letters.send(value, key, reading.reason, reading.detail, stage="ingest.validate",
+                                               source=source, household_id=reading.household_id)
+        routed = RoutedReading(
+            form=result.form, **{f"{result.form}_reading": reading},
+            origin=RawOrigin(topic=source.topic, partition=source.partition, offset=source.offset,
+                             timestamp_ms=source.timestamp_ms, value_b64=_b64(value), key_b64=_b64(key)))
+        await topics.by_household.send(key=reading.household_id.encode(),
+                                       value=routed.model_dump_json(by_alias=True).encode())
+
+    async def normalize(value: bytes | None, key: bytes | None, source: Source) -> None:
+        routed = parse_routed(value, key)
+        if isinstance(routed, Rejection):
+            return await unreadable.send(value, key, routed.reason, routed.detail, stage="ingest.normalize",
+                                         source=source, household_id=routed.household_id)
+        reading = routed.reading
+        series_key = f"{reading.household_id}/{reading.meter.value}"
+        state = SeriesState.from_json(series_table.get(series_key))
+        before = state.to_json()
+        outcome = accept_reading(state, reading, limits)
+        after = state.to_json()
+        if after != before:
+            series_table[series_key] = after  # reassigned, so the changelog is written
+        if isinstance(outcome, Emitted):
+            await topics.validated.send(key=reading.household_id.encode(),
+                                        value=outcome.reading.model_dump_json().encode())
+            metrics.valid.inc()
+            metrics.emitted.inc()
+        elif isinstance(outcome, RegisterBaseline):
+            metrics.valid.inc()
+            metrics.register_baselines.labels(reason=outcome.reason).inc()
+        elif isinstance(outcome, Duplicate):
+            metrics.duplicates.inc()
+        else:  # rejected by the series rules: the raw message, with its raw coordinates
+            origin = routed.origin
+            await dead_letters.send(origin.value(), origin.key(), outcome.reason, outcome.detail,
+                                    stage="ingest.normalize",
+                                    source=Source(origin.topic, origin.partition, origin.offset, origin.timestamp_ms),
+                                    household_id=outcome.household_id)
 
     @app.agent(topics.raw, name="ingest-validate")
     async def ingest_validate(stream):
-        async for event in stream.events():
-            message = event.message
-            metrics.received.inc()
-            value = event.value if isinstance(event.value, (bytes, type(None))) else bytes(event.value)
-            timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
-            result = parse_raw(value, now=clock(), max_future=settings.max_future)
-            if isinstance(result, Rejection):
-                await dead_letter(value, event.key, result, stage="ingest.validate", topic=message.topic,
-                                  partition=message.partition, offset=message.offset, timestamp_ms=timestamp_ms)
-                continue
-            reading = result.reading
-            if reading.meter_id is not None:
-                reading = resolve(reading, await enrolment())
-                if isinstance(reading, Rejection):
-                    await dead_letter(value, event.key, reading, stage="ingest.validate", topic=message.topic,
-                                      partition=message.partition, offset=message.offset, timestamp_ms=timestamp_ms)
-                    continue
-            routed = RoutedReading(
-                form=result.form, **{f"{result.form}_reading": reading},
-                origin=RawOrigin(topic=message.topic, partition=message.partition, offset=message.offset,
-                                 timestamp_ms=timestamp_ms, value_b64=_b64(value), key_b64=_b64(event.key)))
-            await topics.by_household.send(key=reading.household_id.encode(),
-                                           value=routed.model_dump_json(by_alias=True).encode())
+        await validate_guard.run(stream, validate)
 
     @app.agent(topics.by_household, name="ingest-normalize")
     async def ingest_normalize(stream):
-        async for event in stream.events():
-            routed = RoutedReading.model_validate_json(event.value)
-            reading = routed.reading
-            series_key = f"{reading.household_id}/{reading.meter.value}"
-            state = SeriesState.from_json(series_table.get(series_key))
-            before = state.to_json()
-            outcome = accept_reading(state, reading, limits)
-            after = state.to_json()
-            if after != before:
-                series_table[series_key] = after  # reassigned, so the changelog is written
-            if isinstance(outcome, Emitted):
-                await topics.validated.send(key=reading.household_id.encode(),
-                                            value=outcome.reading.model_dump_json().encode())
-                metrics.valid.inc()
-                metrics.emitted.inc()
-            elif isinstance(outcome, RegisterBaseline):
-                metrics.valid.inc()
-                metrics.register_baselines.labels(reason=outcome.reason).inc()
-            elif isinstance(outcome, Duplicate):
-                metrics.duplicates.inc()
-            else:
-                origin = routed.origin
-                await dead_letter(origin.value(), origin.key(), outcome, stage="ingest.normalize",
-                                  topic=origin.topic, partition=origin.partition, offset=origin.offset,
-                                  timestamp_ms=origin.timestamp_ms)
+        await normalize_guard.run(stream, normalize)
 
     app.elderwatch_agents = (ingest_validate, ingest_normalize)
 
 
-__all__ = ["register_ingest_agents"]
+__all__ = ["parse_routed", "register_ingest_agents"]

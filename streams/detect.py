@@ -31,13 +31,26 @@ and a monitor is out of the cache while it processes, so an interrupted reading 
 cached monitor ahead of the table.
 The table is still written on every reading: the changelog is what makes a restart safe.
 
-Feedback (issue 4) arrives on ``tickets.feedback`` in the same agent: a staff member's outcome for a
-ticket turns the household's sensitivity for that kind (``detectors/feedback.py``: repeated false
-alarms lower it within bounds, a confirmed emergency never does, ``not_home`` proposes away mode).
+Feedback (issue 4) reaches the same agent as what the ticket stage *applied*: acks on
+``tickets.feedback.ack`` by ``tickets``, result ``applied``, for a ``feedback`` command, with the ticket's
+outcome. A command the ticket stage rejected (a second staff member's outcome for a ticket that already has
+one, a feedback without an outcome) or found a duplicate never reaches detection; the agent's own acks
+(``by: detect``) and every other ack on that topic are not for it and are passed over. The outcome turns the
+household's sensitivity for the ticket's kind (``detectors/feedback.py``: repeated false alarms lower it
+within bounds, a confirmed emergency never does, ``not_home`` proposes away mode).
 The new state is stored, then acknowledged on ``tickets.feedback.ack`` (``by: detect``, with the
 sensitivity before and after), then a ``close`` command for the ticket goes to ``tickets.feedback``:
-a ticket closes once detection has learned from it. The monitor remembers the feedback key, so a
+a ticket closes once detection has learned from it. The monitor remembers the feedback command's key, so a
 redelivery changes nothing and is acknowledged (and closed) again.
+
+The roster (``households.roster``, co-partitioned) gives each household's time zone: when it differs from the
+monitor's, the monitor reads local time in the new zone from then on (:meth:`HouseholdMonitor.set_timezone`:
+what was learned by local hour stays as it was, so a household that moves sees its day rhythm shifted by
+the zones' difference until the detectors have relearned it). ``ELDERWATCH_HOUSEHOLDS_FILE`` is only the
+zone of a household's first monitor when the roster has not named one yet.
+
+Every message goes through the guard (:mod:`streams.guard`): one the agent raises on is dead-lettered
+``processing_error`` and the agent goes on.
 """
 
 from __future__ import annotations
@@ -59,16 +72,14 @@ from detectors.offline import MonitorFactory, new_monitor, plain_datetime
 from dispatch.tickets import Event, EventKind
 from elderwatch.settings import Settings
 from schemas.anomaly import AnomalyWarning
-from schemas.dead_letter import DeadLetter, RejectReason
+from schemas.dead_letter import RejectReason
+from schemas.households import Household
 from schemas.readings import ValidatedReading
 from schemas.tickets import AckResult, TicketAck, TicketCommand
 from schemas.tickets import Step as TicketStep
+from streams.guard import AgentGuard, DeadLetters, Source
 from streams.ingest.parse import Rejection, _describe, _reason_for
-from streams.metrics import DetectMetrics
-
-
-def _raw(value) -> bytes | None:
-    return value if isinstance(value, (bytes, type(None))) else bytes(value)
+from streams.metrics import AgentMetrics, DetectMetrics
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +132,38 @@ def parse_validated(value: bytes | None, key: bytes | None) -> ValidatedReading 
         return Rejection(RejectReason.INVALID_FIELD, "message key is not the reading's household_id",
                          reading.household_id)
     return reading
+
+
+def parse_feedback_ack(value: bytes | None, key: bytes | None) -> TicketAck | Rejection:
+    """A message of tickets.feedback.ack, or why it is not one (never raises for bad input).
+
+    >>> parse_feedback_ack(b"not json", b"h1").reason.value
+    'not_json'
+    >>> parse_feedback_ack(b"{}", b"h1").reason.value
+    'invalid_field'
+    """
+    if not value:
+        return Rejection(RejectReason.NOT_JSON, "empty message")
+    try:
+        ack = TicketAck.model_validate_json(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        reason = RejectReason.NOT_JSON if first["type"] == "json_invalid" else RejectReason.INVALID_FIELD
+        return Rejection(reason, f"not a TicketAck: {first['type']} at {'.'.join(map(str, first['loc'])) or 'top level'}")
+    if key != ack.household_id.encode():  # the household's state is in the key's partition
+        return Rejection(RejectReason.INVALID_FIELD, "message key is not the household_id", ack.household_id)
+    return ack
+
+
+def applied_outcome(ack: TicketAck) -> bool:
+    """Whether detection learns from this ack: an outcome the ticket stage applied to its ticket.
+
+    Everything else on tickets.feedback.ack is legitimate and not for detection: its own acks (``by:
+    detect``), close acks, and feedback commands rejected or found duplicate (a second staff member's
+    outcome for a ticket that has one, a retry without an Idempotency-Key, a feedback without an outcome).
+    """
+    return (ack.by == "tickets" and ack.result is AckResult.APPLIED and ack.command.event.kind is EventKind.FEEDBACK
+            and ack.ticket is not None and ack.ticket.outcome is not None)
 
 
 class MonitorCache:
@@ -191,7 +234,9 @@ class HouseholdStates:
                  config: MonitorConfig | None = None, monitor_factory: MonitorFactory = new_monitor,
                  monitor_loads: Callable[[bytes], HouseholdMonitor] = HouseholdMonitor.loads,
                  cache_size: int = DEFAULT_CACHE_SIZE, metrics: DetectMetrics | None = None) -> None:
-        self.table, self.timezones, self.default_timezone = table, timezones, default_timezone
+        self.table, self.default_timezone = table, default_timezone
+        # household -> zone: the households file at start, then what the roster says (set_timezone)
+        self.timezones: dict[str, str] = dict(timezones)
         self.config, self.monitor_factory, self.monitor_loads = config, monitor_factory, monitor_loads
         self.cache = MonitorCache(cache_size)
         self.metrics = metrics
@@ -232,24 +277,41 @@ class HouseholdStates:
             self.metrics.state_bytes.observe(len(new_record))
         return Step(household_id, warnings, monitor, new_record, cleared)
 
-    def feedback(self, command: TicketCommand) -> tuple[FeedbackEffect, Step]:
-        """Give a staff member's outcome to the household's monitor (its sensitivity for the ticket's kind).
+    def _current(self, household_id: str) -> tuple[int, HouseholdMonitor, bytes | None]:
+        """The household's monitor (taken out of the cache) with its state's readings offset and record;
+        a new monitor in its zone (offset -1, record None) if it has no state yet."""
+        record = self.table.get(household_id.encode())
+        if record is None:
+            zone = self.timezones.get(household_id, self.default_timezone)
+            return -1, self.monitor_factory(household_id, zone, self.config), None
+        offset, monitor_state = decode_state(record)
+        monitor = self.cache.take(household_id, record) or self.monitor_loads(monitor_state)
+        if self.config is not None:
+            monitor.use_config(self.config)
+        return offset, monitor, record
+
+    def feedback(self, ack: TicketAck) -> tuple[FeedbackEffect, Step]:
+        """Give an outcome the ticket stage applied (:func:`applied_outcome`) to the household's monitor (its
+        sensitivity for the ticket's kind).
 
         The state record keeps its readings.validated offset: feedback comes from another topic and
-        is made idempotent by its key, which the monitor remembers."""
-        household_id = command.household_id
-        record = self.table.get(household_id.encode())
-        if record is None:  # feedback before any reading: a new monitor holds it
-            offset = -1
-            zone = self.timezones.get(household_id, self.default_timezone)
-            monitor = self.monitor_factory(household_id, zone, self.config)
-        else:
-            offset, monitor_state = decode_state(record)
-            monitor = self.cache.take(household_id, record) or self.monitor_loads(monitor_state)
-            if self.config is not None:
-                monitor.use_config(self.config)
-        effect = monitor.record_feedback(command.ticket_kind, command.event.outcome.value, command.event.idempotency_key)
+        is made idempotent by the feedback command's key, which the monitor remembers."""
+        household_id, ticket = ack.household_id, ack.ticket
+        if ticket is None or ticket.outcome is None:
+            raise ValueError("not an applied outcome")  # callers check applied_outcome first
+        offset, monitor, _ = self._current(household_id)  # feedback before any reading: a new monitor holds it
+        effect = monitor.record_feedback(ticket.kind, ticket.outcome.value, ack.command.event.idempotency_key)
         return effect, Step(household_id, [], monitor, encode_state(offset, monitor.dumps()))
+
+    def set_timezone(self, household_id: str, zone: str) -> Step | None:
+        """The roster names the household's zone: a Step to store if its monitor now reads another zone (or the
+        household has no state yet, so the zone is kept with it), None if nothing changed."""
+        self.timezones[household_id] = zone
+        offset, monitor, record = self._current(household_id)
+        if record is not None and not monitor.set_timezone(zone):
+            self.cache.put(household_id, monitor, record)  # unchanged: back where it was
+            return None
+        return Step(household_id, [], monitor, encode_state(offset, monitor.dumps()))
 
     def recent_usage(self, household_id: str) -> dict | None:
         """The household's recent use as its stored state has it (for the staff API), or None: no state, or
@@ -293,28 +355,43 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
         metrics.cached_monitors.set(0)
 
     feedback_topic = topics.ticket_steps[TicketStep.FEEDBACK]
-    # One agent for readings and feedback: both change the household's monitor, and one agent
+    feedback_acks = topics.ticket_acks[TicketStep.FEEDBACK]
+    validated_name, acks_name = topics.validated.get_topic_name(), feedback_acks.get_topic_name()
+    roster_name = topics.roster.get_topic_name()
+    # One agent for readings, outcomes and the roster: all change the household's monitor, and one agent
     # applies them one at a time (two would race between loading and storing the state).
-    inputs = app.topic(topics.validated.get_topic_name(), feedback_topic.get_topic_name(), key_type=bytes,
-                       value_type=bytes, key_serializer="raw", value_serializer="raw")
+    inputs = app.topic(validated_name, acks_name, roster_name, key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+    agent_metrics = AgentMetrics.of(metrics.registry)
+    dead_letters = DeadLetters(topics.deadletter, clock,
+                               lambda reason: metrics.dead_lettered.labels(reason=reason.value).inc())
+    unreadable_acks = DeadLetters(topics.deadletter, clock,
+                                  lambda reason: agent_metrics.unreadable.labels(agent="detect").inc())
 
-    async def learn_from(message, value: bytes | None, key: bytes | None) -> None:
-        """Feedback on tickets.feedback -> the monitor's sensitivity; ack on tickets.feedback.ack; close."""
-        try:
-            command = TicketCommand.model_validate_json(value or b"")
-        except ValidationError:
-            metrics.feedback.labels(result="unreadable").inc()  # the ticket stage dead-letters it
-            return
-        if command.event.kind is not EventKind.FEEDBACK or key != command.household_id.encode():
-            return  # close commands (ours) and the like: not for detection
-        effect, step = states.feedback(command)
+    def processing_error(source: Source) -> None:
+        if source.topic == validated_name:  # received = processed + redelivered + dead_lettered + failed
+            metrics.dead_lettered.labels(reason=RejectReason.PROCESSING_ERROR.value).inc()
+
+    guard = AgentGuard("detect", "detect", dead_letters, agent_metrics, on_error=processing_error)
+
+    async def learn_from(value: bytes | None, key: bytes | None, source: Source) -> None:
+        """An applied outcome on tickets.feedback.ack -> the monitor's sensitivity; ack (by: detect); close."""
+        ack = parse_feedback_ack(value, key)
+        if isinstance(ack, Rejection):  # the ticket stage writes this topic: something else did
+            metrics.feedback.labels(result="unreadable").inc()
+            return await unreadable_acks.send(value, key, ack.reason, ack.detail, stage="detect", source=source,
+                                              household_id=ack.household_id)
+        if not applied_outcome(ack):
+            return  # our own acks, close acks, rejected or duplicate outcomes: not for detection
+        command = ack.command
+        effect, step = states.feedback(ack)
         states.store(step)  # before the ack: a redelivery after a crash finds the key and acks again
         result = AckResult.DUPLICATE if effect.duplicate else AckResult.APPLIED
         now = clock()
-        ack = TicketAck(step=TicketStep.FEEDBACK, by="detect", ticket_id=command.ticket_id,
-                        household_id=command.household_id, idempotency_key=command.event.idempotency_key,
-                        command=command, result=result, reason=effect.reason, detection=effect.as_dict(), at=now)
-        await topics.ticket_acks[TicketStep.FEEDBACK].send(key=key, value=ack.model_dump_json().encode())
+        reply = TicketAck(step=TicketStep.FEEDBACK, by="detect", ticket_id=command.ticket_id,
+                          household_id=command.household_id, idempotency_key=command.event.idempotency_key,
+                          command=command, result=result, reason=effect.reason, detection=effect.as_dict(), at=now)
+        await feedback_acks.send(key=key, value=reply.model_dump_json().encode())
         # Detection has learned from it: the loop is closed (idempotent: one close per ticket).
         learned = f"detection: {effect.reason}" + ("; proposes away mode for this household"
                                                     if effect.proposal == "away_mode" else "")
@@ -328,56 +405,61 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
             metrics.sensitivity_changes.labels(direction="down" if effect.sensitivity_after < effect.sensitivity_before
                                                else "up").inc()
 
+    async def follow_roster(value: bytes | None, key: bytes | None, source: Source) -> None:
+        """A household's roster entry: its time zone reaches its monitor."""
+        try:
+            household = Household.model_validate_json(value or b"")
+        except ValidationError:
+            return  # the ticket stage reads this topic too and dead-letters it: once is enough
+        if key != household.household_id.encode():
+            return  # likewise
+        step = states.set_timezone(household.household_id, household.timezone)
+        if step is not None:
+            states.store(step)
+
+    async def detect_reading(value: bytes | None, key: bytes | None, source: Source) -> None:
+        metrics.received.inc()
+        reading = parse_validated(value, key)
+        if isinstance(reading, Rejection):
+            return await dead_letters.send(value, key, reading.reason, reading.detail, stage="detect", source=source,
+                                           household_id=reading.household_id)
+        try:
+            step = states.process(reading, source.offset)
+        except Exception as exc:  # a detector bug must not stop every household's detection
+            metrics.failed.inc()
+            # Coordinates and the exception type only: its message may quote a person's readings.
+            log.error("detector failed on %s: %s", source, type(exc).__name__)
+            return
+        if step is None:
+            metrics.redelivered.inc()
+            return
+        key = reading.household_id.encode()
+        for warning in step.warnings:
+            await topics.anomalies.send(key=key, value=warning.model_dump_json().encode())
+            metrics.warnings.labels(kind=warning.kind.value).inc()
+        for kind, warning_id in step.cleared:  # the ticket loop decides what a cleared episode means
+            cleared = Event(kind=EventKind.CONDITION_CLEARED, idempotency_key=f"cleared:{warning_id}",
+                            actor="system", at=clock())
+            command = TicketCommand(step=TicketStep.WARNING, ticket_id=warning_id, household_id=reading.household_id,
+                                    ticket_kind=kind, event=cleared)
+            await topics.ticket_steps[TicketStep.WARNING].send(key=key, value=command.model_dump_json().encode())
+            metrics.cleared.inc()
+        states.store(step)
+        metrics.processed.inc()
+
+    handler_of_topic = {validated_name: detect_reading, acks_name: learn_from, roster_name: follow_roster}
+
+    async def handle(value: bytes | None, key: bytes | None, source: Source) -> None:
+        await handler_of_topic[source.topic](value, key, source)
+
     @app.agent(inputs, name="detect")
     async def detect(stream):
-        async for event in stream.events():
-            message = event.message
-            if message.topic == feedback_topic.get_topic_name():
-                await learn_from(message, _raw(event.value), _raw(event.key))
-                continue
-            metrics.received.inc()
-            value, key = _raw(event.value), _raw(event.key)
-            reading = parse_validated(value, key)
-            if isinstance(reading, Rejection):
-                timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
-                envelope = DeadLetter.for_message(
-                    value, key, reading.reason, reading.detail, stage="detect", topic=message.topic,
-                    partition=message.partition, offset=message.offset, at=clock(), timestamp_ms=timestamp_ms,
-                    household_id=reading.household_id)
-                await topics.deadletter.send(key=reading.household_id.encode() if reading.household_id else None,
-                                             value=envelope.model_dump_json().encode())
-                metrics.dead_lettered.labels(reason=reading.reason.value).inc()
-                log.info("dead-lettered %s:%s@%s: %s", message.topic, message.partition, message.offset,
-                         reading.reason.value)
-                continue
-            try:
-                step = states.process(reading, message.offset)
-            except Exception as exc:  # a detector bug must not stop every household's detection
-                metrics.failed.inc()
-                # Coordinates and the exception type only: its message may quote a person's readings.
-                log.error("detector failed on %s:%s@%s: %s", message.topic, message.partition, message.offset,
-                          type(exc).__name__)
-                continue
-            if step is None:
-                metrics.redelivered.inc()
-                continue
-            key = reading.household_id.encode()
-            for warning in step.warnings:
-                await topics.anomalies.send(key=key, value=warning.model_dump_json().encode())
-                metrics.warnings.labels(kind=warning.kind.value).inc()
-            for kind, warning_id in step.cleared:  # the ticket loop decides what a cleared episode means
-                cleared = Event(kind=EventKind.CONDITION_CLEARED, idempotency_key=f"cleared:{warning_id}",
-                                actor="system", at=clock())
-                command = TicketCommand(step=TicketStep.WARNING, ticket_id=warning_id, household_id=reading.household_id,
-                                        ticket_kind=kind, event=cleared)
-                await topics.ticket_steps[TicketStep.WARNING].send(key=key, value=command.model_dump_json().encode())
-                metrics.cleared.inc()
-            states.store(step)
-            metrics.processed.inc()
+        await guard.run(stream, handle)
 
     app.elderwatch_detect_agent = detect
+    app.elderwatch_detect_handle = handle  # one message by (value, key, Source), as the agent does: for tests
     app.elderwatch_detect_states = states
 
 
-__all__ = ["DEFAULT_CACHE_SIZE", "HouseholdStates", "MonitorCache", "Step", "decode_state", "encode_state",
-           "monitor_config", "parse_validated", "register_detect_agent"]
+__all__ = ["DEFAULT_CACHE_SIZE", "HouseholdStates", "MonitorCache", "Step", "applied_outcome", "decode_state",
+           "encode_state", "monitor_config", "parse_feedback_ack", "parse_validated", "register_detect_agent"]

@@ -17,6 +17,8 @@ Labels come from small fixed sets; never a household id.
 
 from __future__ import annotations
 
+import weakref
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 # *_created samples double the page and nobody graphs them.
@@ -92,7 +94,7 @@ class DetectMetrics:
         self.cleared = Counter("elderwatch_detect_episodes_cleared",
                                "Episodes that ended (score back below 0.8), sent to the ticket loop as condition_cleared.",
                                registry=r)
-        self.feedback = Counter("elderwatch_detect_feedback", "Outcomes from tickets.feedback given to monitors.",
+        self.feedback = Counter("elderwatch_detect_feedback", "Applied outcomes (tickets.feedback.ack) given to monitors.",
                                 ["result"], registry=r)
         self.sensitivity_changes = Counter("elderwatch_detect_sensitivity_changes",
                                            "Feedback that moved a household's sensitivity for a kind.", ["direction"],
@@ -111,8 +113,6 @@ class DetectMetrics:
             self.sensitivity_changes.labels(direction=direction)
 
 
-class TicketMetrics:
-    """The ticket loop: commands and their results, how long each step takes, and what staff found.
 class ReadinessMetrics:
     """The worker's readiness (:mod:`streams.readiness`): ``elderwatch_ready`` (1 when ``/ready`` is 200) and
     ``elderwatch_agent_crashes_total{agent}``, actors that raised (faust's supervisor starts a new one)."""
@@ -125,6 +125,8 @@ class ReadinessMetrics:
                                      "is not ready until the agent runs again).", ["agent"], registry=self.registry)
 
 
+class TicketMetrics:
+    """The ticket loop: commands and their results, how long each step takes, and what staff found.
 
     ``elderwatch_tickets_outcomes_total{outcome}`` is the seed's "valid alerts" made measurable: the
     valid-alert rate is (confirmed_emergency + needed_help) / all welfare outcomes. Across workers it is
@@ -168,14 +170,14 @@ class ReadinessMetrics:
                                        "confirmed_emergency + needed_help over all welfare outcomes (this worker "
                                        "process only; across workers: sum(valid_outcomes) / sum(welfare_outcomes)).",
                                        registry=r)
-        for step in Step:
-            for result in AckResult:
         self.valid_outcomes = Counter("elderwatch_tickets_valid_outcomes",
                                       "Welfare outcomes that were valid alerts (confirmed_emergency, needed_help): "
                                       "the valid-alert ratio's numerator.", registry=r)
         self.welfare_outcomes = Counter("elderwatch_tickets_welfare_outcomes",
                                         "Outcomes about the person (every outcome but meter_fault): the valid-alert "
                                         "ratio's denominator.", registry=r)
+        for step in Step:
+            for result in AckResult:
                 self.commands.labels(step=step.value, result=result.value)
         for outcome in Outcome:
             self.outcomes.labels(outcome=outcome.value)
@@ -188,11 +190,49 @@ class ReadinessMetrics:
         if outcome != "meter_fault":
             self._welfare += 1
             self._valid += outcome in self.VALID
-            self.valid_alert_ratio.set(self._valid / self._welfare)
-
             self.welfare_outcomes.inc()
             if outcome in self.VALID:
                 self.valid_outcomes.inc()
+            self.valid_alert_ratio.set(self._valid / self._welfare)
+
+
+class AgentMetrics:
+    """Every agent's guard (:mod:`streams.guard`): ``elderwatch_agent_errors_total{agent}``, messages on which an
+    agent raised (a bug, not bad input), dead-lettered ``processing_error`` before the agent went on; and
+    ``elderwatch_agent_unreadable_total{agent}``, poison on an internal topic that no stage's own books count.
+
+    One per registry (:meth:`of`), so each stage's ``register_*`` finds the same counter without a new argument.
+    """
+
+    #: the agents' names (a fixed set: a label)
+    AGENTS = ("ingest-validate", "ingest-normalize", "detect", "ticket-warnings", "tickets", "notify")
+    _by_registry: "weakref.WeakKeyDictionary[CollectorRegistry, AgentMetrics]"
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.errors = Counter("elderwatch_agent_errors", "Messages on which an agent raised (dead-lettered "
+                              "processing_error; the agent went on with the next).", ["agent"], registry=self.registry)
+        self.unreadable = Counter("elderwatch_agent_unreadable",
+                                  "Messages on an internal topic (readings.by-household, tickets.feedback.ack, "
+                                  "notifications.pending) that are "
+                                  "not what it carries, dead-lettered: something other than elderwatch wrote them.",
+                                  ["agent"], registry=self.registry)
+        for agent in self.AGENTS:
+            self.errors.labels(agent=agent)
+        for agent in ("ingest-normalize", "detect", "notify"):
+            self.unreadable.labels(agent=agent)
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> "AgentMetrics":
+        """The registry's agent metrics, made on first use."""
+        found = cls._by_registry.get(registry)
+        if found is None:
+            found = cls._by_registry[registry] = cls(registry)
+        return found
+
+
+AgentMetrics._by_registry = weakref.WeakKeyDictionary()
+
 
 def read_counts(text: str, stage: str = "ingest") -> dict[str, float]:
     """Sum ``elderwatch_<stage>_*_total`` samples from a /metrics page, across labels.

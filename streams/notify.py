@@ -4,8 +4,11 @@ DingTalk, e-mail: :mod:`dispatch.channels`).
 One agent, ``notify``, concurrency 1, so notifications leave in the order their acks arrived.
 Per message, in this order:
 
-1. parse; a message that is not a :class:`~schemas.tickets.TicketAck` is counted
-   (``elderwatch_notify_unreadable_total``), logged by its coordinates and skipped, never a crash;
+1. parse; a message on an ``.ack`` topic that is not a :class:`~schemas.tickets.TicketAck` is counted
+   (``elderwatch_notify_unreadable_total``), logged by its coordinates and skipped, never a crash (the ticket
+   stage wrote it; detect dead-letters what it cannot read on ``tickets.feedback.ack``); one on
+   ``notifications.pending`` that is not a :class:`~schemas.tickets.Notification` is dead-lettered (stage
+   ``notify``), as is any message the agent raises on (``processing_error``, :mod:`streams.guard`);
 2. :func:`~dispatch.notify.notifications_for` picks who to tell and why (nobody, for most acks);
 3. no channel configured (neither ``ELDERWATCH_WEBHOOK_URL`` nor ``ELDERWATCH_CHANNELS_FILE``): each
    notification is counted as skipped; otherwise it is delivered through its recipient's channel,
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime, timezone
 
 import faust
 from pydantic import ValidationError
@@ -37,12 +41,20 @@ from pydantic import ValidationError
 from dispatch.channels.routing import ChannelRoutes, ChannelsFileError
 from dispatch.notify import DeliveryInterrupted, Notifier, NotifyMetrics, notifications_for
 from elderwatch.settings import Settings
+from schemas.dead_letter import RejectReason
 from schemas.tickets import Notification, TicketAck
+from streams import topics as topic_specs
+from streams.guard import AgentGuard, DeadLetters, Source
+from streams.metrics import AgentMetrics
 
 #: Where a staff member opens the ticket: the staff API's ticket detail.
 TICKET_PATH = "/api/v1/tickets/{ticket_id}"
 
 log = logging.getLogger(__name__)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def parse_ack(value: bytes | None) -> TicketAck | ValidationError | None:
@@ -87,12 +99,13 @@ def notifier_from_settings(settings: Settings, metrics: NotifyMetrics) -> Notifi
 
 def register_notifier(app: faust.App, ack_topics: faust.TopicT | Iterable[faust.TopicT], settings: Settings,
                       metrics: NotifyMetrics, *, sender: Notifier | None = None,
-                      pending: faust.TopicT | None = None) -> None:
+                      pending: faust.TopicT | None = None, deadletter: faust.TopicT | None = None) -> None:
     """Add the ``notify`` agent over the ``.ack`` topics (raw bytes): one topic over several names, or several
     topics (e.g. ``topics.ticket_acks.values()``), merged into one channel.
 
     ``sender`` defaults to :func:`notifier_from_settings`; with no channel configured, nothing is sent and every
     notification is counted as skipped. The channels' connections are closed when the agent stops.
+    ``deadletter`` defaults to the settings' ``readings.deadletter``.
     """
     if sender is None:
         sender = notifier_from_settings(settings, metrics)
@@ -120,27 +133,37 @@ def register_notifier(app: faust.App, ack_topics: faust.TopicT | Iterable[faust.
                     metrics.parked.inc()
                 return
 
+    if deadletter is None:
+        deadletter = app.topic(topic_specs.full_name(topic_specs.READINGS_DEADLETTER, settings.topic_prefix),
+                               key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    agent_metrics = AgentMetrics.of(metrics.registry)
+    dead_letters = DeadLetters(deadletter, _utc_now, lambda reason: agent_metrics.unreadable.labels(agent="notify").inc())
+    guard = AgentGuard("notify", "notify", dead_letters, agent_metrics)
+
+    async def handle(value: bytes | None, key: bytes | None, source: Source) -> None:
+        if source.topic == pending_name:
+            parsed = parse_notification(value)
+            if not isinstance(parsed, Notification):  # parked by a notifier: something else wrote this
+                detail = "empty message" if parsed is None else f"not a Notification: {parsed.errors()[0]['type']}"
+                reason = RejectReason.NOT_JSON if parsed is None or parsed.errors()[0]["type"] == "json_invalid" \
+                    else RejectReason.INVALID_FIELD
+                return await dead_letters.send(value, key, reason, detail, stage="notify", source=source)
+            notifications = [parsed]
+        else:
+            parsed = parse_ack(value)
+            if not isinstance(parsed, TicketAck):
+                metrics.unreadable.inc()
+                # Coordinates and the error type only: the value may hold a household's details.
+                log.warning("unreadable message on %s skipped: %s", source,
+                            "empty" if parsed is None else parsed.errors()[0]["type"])
+                return
+            notifications = notifications_for(parsed, ticket_path=TICKET_PATH)
+        await deliver_all(notifications, key)
+
     @app.agent(channel, name="notify", concurrency=1)
     async def notify(stream):
         try:
-            async for event in stream.events():
-                message = event.message
-                value = event.value if isinstance(event.value, (bytes, type(None))) else bytes(event.value)
-                key = event.key if isinstance(event.key, (bytes, type(None))) else bytes(event.key)
-                if message.topic == pending_name:
-                    parsed = parse_notification(value)
-                    notifications = [parsed] if isinstance(parsed, Notification) else None
-                else:
-                    parsed = parse_ack(value)
-                    notifications = (notifications_for(parsed, ticket_path=TICKET_PATH)
-                                     if isinstance(parsed, TicketAck) else None)
-                if notifications is None:
-                    metrics.unreadable.inc()
-                    # Coordinates and the error type only: the value may hold a household's details.
-                    log.warning("unreadable message on %s:%s@%s skipped: %s", message.topic, message.partition,
-                                message.offset, "empty" if parsed is None else parsed.errors()[0]["type"])
-                    continue
-                await deliver_all(notifications, key)
+            await guard.run(stream, handle)
         finally:  # the agent stops with the app: its last attempt is over, the connections can go
             if sender is not None:
                 await sender.close()

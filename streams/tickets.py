@@ -8,12 +8,13 @@
     staff API, detect ────────────▶ tickets.feedback ┤        └─▶ follow-ups (a new ticket's dispatch)
     roster load, staff API ───────▶ households.roster│
     staff API ────────────────────▶ households.away ─┘
-                                    tickets.feedback ──▶ detect (sensitivity) ─▶ tickets.feedback.ack, close
+                                    tickets.feedback.ack (applied outcomes) ──▶ detect (sensitivity) ─▶ ack (by: detect), close
 
 One agent, ``tickets``, consumes every topic that changes a household's desk, so one household's
 commands are applied one at a time, in partition order, to one table value. Per command:
 
-1. parse; a message that is not what its topic carries is dead-lettered (stage ``tickets``);
+1. parse; a message that is not what its topic carries is dead-lettered (stage ``tickets``), and one the agent
+   raises on is dead-lettered ``processing_error`` by the guard (:mod:`streams.guard`), which goes on;
 2. :func:`dispatch.desk.handle` (pure) gives the new desk, the acks and any follow-up commands;
 3. acks to the step's ``.ack`` topic, follow-ups to their step topics;
 4. the desk reassigned in the table (its changelog).
@@ -44,10 +45,11 @@ from dispatch.desk import DeskResult, HouseholdDesk, RosterRules, due_commands, 
 from dispatch.tickets import EventKind, State, TERMINAL
 from elderwatch.settings import Settings
 from schemas.anomaly import AnomalyWarning
-from schemas.dead_letter import DeadLetter, RejectReason
+from schemas.dead_letter import RejectReason
 from schemas.households import Household
 from schemas.tickets import AckResult, AwayMode, Step, TicketAck, TicketCommand
-from streams.metrics import TicketMetrics
+from streams.guard import AgentGuard, DeadLetters, Source
+from streams.metrics import AgentMetrics, TicketMetrics
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +70,11 @@ class TicketDesks:
         self._community_of: dict[str, str] = {}
         self.open_states: dict[str, tuple[State, ...]] = {}  # household -> states of its unfinished tickets (gauges)
         self._staff_of: dict[str, frozenset[str]] = {}
-
-    # -- reading ---------------------------------------------------------------------------
         #: Whether the table has been recovered for the current assignment (streams/app.py wires it to
         #: Readiness.recovered); the indexes are rebuilt only then.
         self.recovered: Callable[[], bool] = lambda: True
+
+    # -- reading ---------------------------------------------------------------------------
     def get(self, household_id: str) -> HouseholdDesk | None:
         raw = self.table.get(household_id.encode())
         return HouseholdDesk.model_validate_json(raw) if raw else None
@@ -129,8 +131,6 @@ class TicketDesks:
         else:
             self.deadlines[desk.household_id] = deadline
 
-    def rebuild_index(self) -> None:
-        self.deadlines.clear()
     def ensure_index(self) -> None:
         """Rebuild the indexes if a rebalance made them stale; :class:`streams.readiness.Unavailable` while the
         table is still being recovered (an index of a partial table would be silently wrong)."""
@@ -142,6 +142,8 @@ class TicketDesks:
         if self.index_stale:
             self.rebuild_index()
 
+    def rebuild_index(self) -> None:
+        self.deadlines.clear()
         self.staff_households.clear()
         self._staff_of.clear()
         self.community_households.clear()
@@ -186,12 +188,11 @@ def register_ticket_agents(app: faust.App, topics, desks_table: faust.Table, met
     step_of_topic = {t.get_topic_name(): step for step, t in topics.ticket_steps.items()}
     roster_topic, away_topic = topics.roster.get_topic_name(), topics.away.get_topic_name()
 
-    async def dead_letter(message, value, key, reason: RejectReason, detail: str) -> None:
-        metrics.unreadable.inc()
-        envelope = DeadLetter.for_message(value, key, reason, detail, stage="tickets", topic=message.topic,
-                                          partition=message.partition, offset=message.offset, at=clock())
-        await topics.deadletter.send(key=key, value=envelope.model_dump_json().encode())
-        log.info("dead-lettered %s:%s@%s: %s", message.topic, message.partition, message.offset, reason.value)
+    dead_letters = DeadLetters(topics.deadletter, clock, lambda reason: metrics.unreadable.inc())
+    agent_metrics = AgentMetrics.of(metrics.registry)
+
+    async def dead_letter(source: Source, value, key, reason: RejectReason, detail: str) -> None:
+        await dead_letters.send(value, key, reason, detail, stage="tickets", source=source)
 
     @app.on_partitions_assigned.connect
     async def index_after_rebalance(sender, assigned, **kwargs) -> None:
@@ -200,24 +201,24 @@ def register_ticket_agents(app: faust.App, topics, desks_table: faust.Table, met
     @app.agent(topics.anomalies, name="ticket-warnings")
     async def ticket_warnings(stream):
         """anomalies -> tickets.warning: every warning enters the loop as a command with a stable key."""
-        async for event in stream.events():
-            value, key = _bytes(event.value), _bytes(event.key)
-            warning = parse(AnomalyWarning, value, key)
-            if isinstance(warning, tuple):
-                await dead_letter(event.message, value, key, *warning)
-                continue
-            await desks.send(TicketCommand.warning_from(warning, at=clock()))
+        await AgentGuard("ticket-warnings", "tickets", dead_letters, agent_metrics).run(stream, enter_warning)
+
+    async def enter_warning(value, key, source: Source) -> None:
+        warning = parse(AnomalyWarning, value, key)
+        if isinstance(warning, tuple):
+            return await dead_letter(source, value, key, *warning)
+        await desks.send(TicketCommand.warning_from(warning, at=clock()))
 
     inputs = app.topic(*step_of_topic, roster_topic, away_topic, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
 
-    async def set_roster(message, value, key) -> None:
+    async def set_roster(source: Source, value, key) -> None:
         household = parse(Household, value, key)
         if isinstance(household, tuple):
-            return await dead_letter(message, value, key, *household)
+            return await dead_letter(source, value, key, *household)
         desks.store(with_roster(desks.desk_of(household.household_id), household))
 
-    async def set_away(message, value, key) -> None:
+    async def set_away(source: Source, value, key) -> None:
         if not value and key:  # an empty value (or a tombstone) ends away mode
             desk = desks.get(key.decode(errors="replace"))
             if desk is not None:
@@ -225,16 +226,16 @@ def register_ticket_agents(app: faust.App, topics, desks_table: faust.Table, met
             return
         away = parse(AwayMode, value, key)
         if isinstance(away, tuple):
-            return await dead_letter(message, value, key, *away)
+            return await dead_letter(source, value, key, *away)
         desks.store(with_away(desks.desk_of(away.household_id), away))
 
-    async def apply_command(message, value, key) -> None:
+    async def apply_command(source: Source, value, key) -> None:
         command = parse(TicketCommand, value, key)
         if isinstance(command, tuple):
-            return await dead_letter(message, value, key, *command)
-        expected = step_of_topic[message.topic]
+            return await dead_letter(source, value, key, *command)
+        expected = step_of_topic[source.topic]
         if command.step is not expected:
-            return await dead_letter(message, value, key, RejectReason.INVALID_FIELD,
+            return await dead_letter(source, value, key, RejectReason.INVALID_FIELD,
                                      f"a {command.step.value} command on the {expected.value} topic")
         desk = desks.desk_of(command.household_id)
         result = handle(desk, command, clock(), rules)
@@ -250,10 +251,12 @@ def register_ticket_agents(app: faust.App, topics, desks_table: faust.Table, met
     handler_of_topic = {roster_topic: set_roster, away_topic: set_away,
                         **{name: apply_command for name in step_of_topic}}
 
+    async def apply(value, key, source: Source) -> None:
+        await handler_of_topic[source.topic](source, value, key)
+
     @app.agent(inputs, name="tickets")
     async def tickets(stream):
-        async for event in stream.events():
-            await handler_of_topic[event.message.topic](event.message, _bytes(event.value), _bytes(event.key))
+        await AgentGuard("tickets", "tickets", dead_letters, agent_metrics).run(stream, apply)
 
     @app.timer(settings.ticket_timer_interval_s, name="ticket-deadlines")
     async def ticket_deadlines() -> None:
@@ -328,7 +331,3 @@ def _count(metrics: TicketMetrics, command: TicketCommand, result: DeskResult) -
             metrics.outcome(ticket.outcome.value)
         elif kind is EventKind.CLOSE:
             metrics.to_close.observe((command.event.at - ticket.opened_at).total_seconds())
-
-
-def _bytes(value) -> bytes | None:
-    return value if isinstance(value, (bytes, type(None))) else bytes(value)

@@ -185,3 +185,157 @@ def test_the_bound_keeps_a_strong_flow_warning(warm):
     full, lowest = _flow_warnings(warm, 6.0, []), _flow_warnings(warm, 6.0, [FA] * 20)
     assert len(full) == len(lowest) == 1 and lowest[0].detected_at == full[0].detected_at
     assert lowest[0].score == pytest.approx(SENSITIVITY_BOUNDS[0] * full[0].score, abs=0.002)
+
+
+# -- the detect agent learns from what the ticket stage applied (tickets.feedback.ack), nothing else ----------
+
+class FakeTopic:
+    """A topic that records what is sent to it (no broker)."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.sent = name, []
+
+    def get_topic_name(self) -> str:
+        return self.name
+
+    async def send(self, key=None, value=None):
+        self.sent.append((key, value))
+
+
+def _fake_topics():
+    from schemas.tickets import Step
+    from streams.app import Topics
+
+    t = lambda name: FakeTopic(name)  # noqa: E731
+    return Topics(raw=t("readings.raw"), by_household=t("readings.by-household"), validated=t("readings.validated"),
+                  deadletter=t("readings.deadletter"), anomalies=t("anomalies"),
+                  ticket_steps={s: t(f"tickets.{s.value}") for s in Step},
+                  ticket_acks={s: t(f"tickets.{s.value}.ack") for s in Step},
+                  roster=t("households.roster"), away=t("households.away"),
+                  notifications_pending=t("notifications.pending"))
+
+
+def _detect_stage(body):
+    """Runs ``body(handle, topics, table, metrics)`` against the real detect agent's handler (no broker)."""
+    import asyncio
+
+    import faust
+
+    from elderwatch.settings import Settings
+    from streams.detect import register_detect_agent
+    from streams.metrics import DetectMetrics
+
+    async def main():
+        app = faust.App("t-detect-learn", broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False,
+                        web_enabled=False)
+        topics, table, metrics = _fake_topics(), {}, DetectMetrics()
+        register_detect_agent(app, topics, table, metrics, Settings(), timezones={},
+                              clock=lambda: T0 + timedelta(days=40))
+        await body(app.elderwatch_detect_handle, topics, table, metrics)
+
+    asyncio.run(main())
+
+
+def _handled_desk(household_id: str):
+    """A desk whose ticket w-1 has handled: it waits for its outcome."""
+    from dispatch.desk import HouseholdDesk
+    from dispatch.tickets import State, open_ticket
+
+    ticket = open_ticket(f"{household_id}/inactivity/2026-02-05T10:00:00+00:00", household_id=household_id,
+                         kind="inactivity", severity="high", chain=("w-1", "w-2"), at=T0)
+    handled = ticket.model_copy(update={"state": State.HANDLED, "assignee": "w-1", "deadline": None})
+    return HouseholdDesk(household_id=household_id, tickets={handled.ticket_id: handled}), handled
+
+
+def _feedback(ticket, staff: str, key: str, outcome: str | None = FA):
+    from dispatch.tickets import Event, EventKind
+    from schemas.tickets import Step, TicketCommand
+
+    event = Event(kind=EventKind.FEEDBACK, idempotency_key=key, actor=staff, at=T0 + timedelta(hours=3),
+                  outcome=outcome)
+    return TicketCommand(step=Step.FEEDBACK, ticket_id=ticket.ticket_id, household_id=ticket.household_id,
+                         ticket_kind=ticket.kind, event=event)
+
+
+def _ticket_stage(desk, commands):
+    """What the ticket stage acks for each command, applied in order (dispatch.desk.handle: the real rules)."""
+    from dispatch.desk import RosterRules, handle
+
+    acks = []
+    for command in commands:
+        result = handle(desk, command, T0 + timedelta(hours=3), RosterRules())
+        desk = result.desk
+        acks += [a for a in result.acks if a.step.value == "feedback"]
+    return acks
+
+
+def test_only_the_applied_outcome_teaches_not_a_second_staff_members():
+    from schemas.tickets import AckResult, TicketAck
+
+    hh = "hh-000007"
+    desk, ticket = _handled_desk(hh)
+    # two staff at once, two keys: the ticket stage applies the first and rejects the second
+    first, second = _feedback(ticket, "w-1", "k-first"), _feedback(ticket, "w-2", "k-second", BENIGN)
+    acks = _ticket_stage(desk, [first, second])
+    assert [(a.idempotency_key, a.result) for a in acks] == [("k-first", AckResult.APPLIED),
+                                                            ("k-second", AckResult.REJECTED)]
+
+    async def body(handle, topics, table, metrics):
+        from streams.guard import Source
+
+        for offset, ack in enumerate(acks):
+            await handle(ack.model_dump_json().encode(), hh.encode(), Source("tickets.feedback.ack", 0, offset))
+        replies = [TicketAck.model_validate_json(v) for _, v in topics.ticket_acks[Step.FEEDBACK].sent]
+        assert [(r.by, r.idempotency_key, r.result) for r in replies] == [("detect", "k-first", AckResult.APPLIED)]
+        closes = [TicketCommand.model_validate_json(v) for _, v in topics.ticket_steps[Step.FEEDBACK].sent]
+        assert [c.event.kind.value for c in closes] == ["close"] and closes[0].ticket_id == ticket.ticket_id
+        # one not-needed outcome learned, so one more lowers (had the rejected benign counted, this would be 0.85²)
+        from streams.detect import decode_state
+        monitor = HouseholdMonitor.loads(decode_state(table[hh.encode()])[1])
+        assert monitor.record_feedback("inactivity", FA, "k-third").sensitivity_after == pytest.approx(0.85)
+        assert metrics.feedback.labels(result="applied")._value.get() == 1
+        assert topics.deadletter.sent == []  # a rejected outcome is legitimate, not poison
+
+    from schemas.tickets import Step, TicketCommand
+    _detect_stage(body)
+
+
+def test_the_raw_command_its_own_acks_and_other_acks_teach_nothing():
+    from dispatch.tickets import Outcome
+    from schemas.tickets import AckResult, Step, TicketAck
+    from streams.guard import Source
+
+    hh = "hh-000008"
+    desk, ticket = _handled_desk(hh)
+    applied = _ticket_stage(desk, [_feedback(ticket, "w-1", "k-1")])[0]
+    no_outcome = _ticket_stage(desk, [_feedback(ticket, "w-1", "k-none", None)])[0]  # the issue's crash
+    assert no_outcome.result is AckResult.REJECTED
+    ours = applied.model_copy(update={"by": "detect"})
+    duplicate = applied.model_copy(update={"result": AckResult.DUPLICATE})
+    no_ticket = applied.model_copy(update={"ticket": None})
+    without = applied.model_copy(update={"ticket": applied.ticket.model_copy(update={"outcome": None})})
+    assert applied.ticket.outcome is Outcome.FALSE_ALARM
+
+    async def body(handle, topics, table, metrics):
+        for offset, ack in enumerate([no_outcome, ours, duplicate, no_ticket, without]):
+            await handle(ack.model_dump_json().encode(), hh.encode(), Source("tickets.feedback.ack", 0, offset))
+        assert table == {} and topics.ticket_acks[Step.FEEDBACK].sent == [] and topics.deadletter.sent == []
+        # the ack topic is all detect reads of the loop: the command on tickets.feedback is not an input any more
+        with pytest.raises(KeyError):
+            await handle(_feedback(ticket, "w-1", "k-2").model_dump_json().encode(), hh.encode(),
+                         Source("tickets.feedback", 0, 9))
+        # the applied one teaches, once: a redelivery is acknowledged again as a duplicate and changes nothing
+        for offset in (10, 11):
+            await handle(applied.model_dump_json().encode(), hh.encode(), Source("tickets.feedback.ack", 0, offset))
+        replies = [TicketAck.model_validate_json(v) for _, v in topics.ticket_acks[Step.FEEDBACK].sent]
+        assert [r.result for r in replies] == [AckResult.APPLIED, AckResult.DUPLICATE]
+        # poison on the ack topic is dead-lettered with its bytes, never a crash
+        await handle(b"{not json", hh.encode(), Source("tickets.feedback.ack", 0, 12))
+        await handle(applied.model_dump_json().encode(), b"hh-other", Source("tickets.feedback.ack", 0, 13))
+        from schemas.dead_letter import DeadLetter
+        letters = [DeadLetter.model_validate_json(v) for _, v in topics.deadletter.sent]
+        assert [(d.reason.value, d.source_offset, d.stage) for d in letters] == [
+            ("not_json", 12, "detect"), ("invalid_field", 13, "detect")]
+        assert letters[0].original_value() == b"{not json"
+
+    _detect_stage(body)
