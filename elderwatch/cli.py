@@ -167,7 +167,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_broker(args: argparse.Namespace) -> int:
     from elderwatch.localkafka import main as broker_main
 
-    return broker_main(args.broker_args) or 0
+    return broker_main(args.broker_args, prog="elderwatch broker") or 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_users_parser(sub)
 
-    p = sub.add_parser("broker", help="local Apache Kafka for development: fetch | run [--port N]")
+    p = sub.add_parser("broker", help="local Apache Kafka for development: fetch | run [--port N] [--version X.Y.Z]")
     p.add_argument("broker_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_broker)
 

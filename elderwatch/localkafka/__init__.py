@@ -6,23 +6,32 @@ rebalances, offsets and partitioning are exactly what we want exercised.
 
 How it works:
 
-* ``fetch_jars()`` asks Maven for ``org.apache.kafka:kafka_2.13:3.9.2`` and its
-  runtime classpath (see ``pom.xml`` beside this file) and copies the jars into
-  a cache outside the repository:
-  ``${ELDERWATCH_CACHE:-~/.cache/elderwatch}/kafka-3.9.2/libs``. The fetch
-  lands in a temporary directory that is renamed into place only once it is
-  complete, so an interrupted fetch is never mistaken for a finished one.
+* ``fetch_jars(version=...)`` asks Maven for ``org.apache.kafka:kafka_2.13:<version>``
+  and its runtime classpath (see ``pom.xml`` beside this file: the logging
+  binding differs by major version) and copies the jars into a cache outside
+  the repository: ``${ELDERWATCH_CACHE:-~/.cache/elderwatch}/kafka-<version>/libs``.
+  The fetch lands in a temporary directory that is renamed into place only once
+  it is complete, so an interrupted fetch is never mistaken for a finished one.
 * ``LocalKafka`` formats a fresh KRaft log directory (combined broker +
   controller, one node), starts ``kafka.Kafka`` with ``java`` in its own
   process group and waits until the broker answers a Metadata request.
   ``stop()`` (also run at interpreter exit) terminates it and removes the data.
+* For fault tests the broker can go down and come back as the same cluster:
+  ``stop(keep_data=True)`` (clean shutdown) or ``kill()`` (SIGKILL, a crash),
+  then ``start()`` again: same log directory, cluster id and ports, so the same
+  bootstrap address (``address``, known while it is down) answers again with
+  the data it had.
 
-Kafka 3.9 is pinned on purpose: 4.x dropped old protocol API versions (KIP-896)
-that aiokafka/faust and kafka-python still send.
+Versions: ``KAFKA_VERSION`` (3.9.2) is the default, what CI and ``make test``
+run; ``KAFKA4_VERSION`` is the 4.x release ``make test-kafka4`` runs. 4.x is
+KRaft-only, logs through log4j2 (``log4j2.properties``; 3.x reads
+``log4j.properties``) and removed old protocol API versions (KIP-896); see
+README, "Local Kafka", for what passes on each.
 
 The only environment variables read here are ``ELDERWATCH_CACHE`` (jar cache
-location) and ``KAFKA_BOOTSTRAP_SERVERS`` (in ``bootstrap_or_start``: use an
-existing cluster instead of starting one).
+location), ``ELDERWATCH_KAFKA_VERSION`` (which Kafka ``LocalKafka`` and
+``fetch_jars`` use when not given one) and ``KAFKA_BOOTSTRAP_SERVERS`` (in
+``bootstrap_or_start``: use an existing cluster instead of starting one).
 """
 
 from __future__ import annotations
@@ -48,21 +57,29 @@ from pathlib import Path
 from typing import Sequence
 
 __all__ = [
+    "KAFKA4_VERSION",
     "KAFKA_VERSION",
     "BrokerError",
     "LocalKafka",
     "bootstrap_or_start",
     "create_topics",
     "fetch_jars",
+    "kafka_version",
     "main",
     "render_server_properties",
 ]
 
+# The default broker: what CI, `make test`, the demo and the benches run.
 KAFKA_VERSION = "3.9.2"
+# The 4.x release `make test-kafka4` runs the integration suite against.
+KAFKA4_VERSION = "4.4.0"
+SUPPORTED_MAJOR_VERSIONS = (3, 4)
+KAFKA_VERSION_ENV = "ELDERWATCH_KAFKA_VERSION"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 POM_PATH = _PACKAGE_DIR / "pom.xml"
-LOG4J_PROPERTIES_PATH = _PACKAGE_DIR / "log4j.properties"
+LOG4J_PROPERTIES_PATH = _PACKAGE_DIR / "log4j.properties"  # Kafka 3.x: log4j 1 API (reload4j)
+LOG4J2_PROPERTIES_PATH = _PACKAGE_DIR / "log4j2.properties"  # Kafka 4.x: log4j2
 
 # Written into the libs directory as the very last step of a successful fetch.
 _FETCH_COMPLETE_MARKER = ".fetch-complete"
@@ -93,6 +110,60 @@ class BrokerError(RuntimeError):
 
 def _one_line(text: str) -> str:
     return " | ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+# --------------------------------------------------------------------------
+# Versions
+# --------------------------------------------------------------------------
+
+_VERSION_PATTERN = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+
+
+def kafka_version(version: str | None = None) -> str:
+    """The Kafka version to use: ``version`` if given, else ``$ELDERWATCH_KAFKA_VERSION``, else ``KAFKA_VERSION``.
+
+    Only a plain release of a supported major version (``3.9.2``, ``4.3.1``) is
+    accepted; anything else is a BrokerError naming the variable, before any
+    Maven run.
+
+    >>> kafka_version("4.3.1")
+    '4.3.1'
+    """
+    from_env = version is None
+    chosen = (os.environ.get(KAFKA_VERSION_ENV, "") if from_env else version).strip()
+    if not chosen:
+        return KAFKA_VERSION
+    source = f"${KAFKA_VERSION_ENV}" if from_env else "Kafka version"
+    match = _VERSION_PATTERN.fullmatch(chosen)
+    if match is None:
+        raise BrokerError(f"{source} {chosen!r} is not a Kafka release like {KAFKA_VERSION} or {KAFKA4_VERSION}")
+    if int(match.group(1)) not in SUPPORTED_MAJOR_VERSIONS:
+        majors = " and ".join(f"{major}.x" for major in SUPPORTED_MAJOR_VERSIONS)
+        raise BrokerError(f"{source} {chosen!r}: only Kafka {majors} are supported")
+    return chosen
+
+
+def major_version(version: str) -> int:
+    """``4`` for ``"4.3.1"``."""
+    return int(version.split(".", 1)[0])
+
+
+def logging_binding(version: str) -> str:
+    """The pom.xml profile giving the broker a logger: ``reload4j`` (3.x) or ``log4j2`` (4.x)."""
+    return "log4j2" if major_version(version) >= 4 else "reload4j"
+
+
+def logging_jvm_option(version: str) -> str:
+    """The ``-D`` option pointing the broker's logging at its config file beside this module.
+
+    >>> logging_jvm_option("3.9.2").startswith("-Dlog4j.configuration=file:")
+    True
+    >>> logging_jvm_option("4.3.1").startswith("-Dlog4j2.configurationFile=file:")
+    True
+    """
+    if logging_binding(version) == "log4j2":
+        return f"-Dlog4j2.configurationFile=file:{LOG4J2_PROPERTIES_PATH}"
+    return f"-Dlog4j.configuration=file:{LOG4J_PROPERTIES_PATH}"
 
 
 # --------------------------------------------------------------------------
@@ -150,14 +221,17 @@ def last_meaningful_maven_line(output: str) -> str:
     return line if len(line) <= 400 else line[:397] + "..."
 
 
-def fetch_jars(cache_dir: Path | None = None) -> Path:
-    """Make sure the Kafka broker jars are cached; return the libs directory.
+def fetch_jars(cache_dir: Path | None = None, version: str | None = None) -> Path:
+    """Make sure the jars of Kafka ``version`` are cached; return the libs directory.
 
-    ``cache_dir`` is the cache root (default: ``default_cache_dir()``); the jars
-    go to ``<cache_dir>/kafka-<version>/libs``. Cheap when already done: no
-    Maven run and no network. Safe to call from concurrent processes.
+    ``version`` defaults to ``kafka_version()`` (``$ELDERWATCH_KAFKA_VERSION``,
+    else ``KAFKA_VERSION``). ``cache_dir`` is the cache root (default:
+    ``default_cache_dir()``); the jars go to ``<cache_dir>/kafka-<version>/libs``.
+    Cheap when already done: no Maven run and no network. Safe to call from
+    concurrent processes.
     """
-    version_dir = (Path(cache_dir) if cache_dir else default_cache_dir()) / f"kafka-{KAFKA_VERSION}"
+    version = kafka_version(version)
+    version_dir = (Path(cache_dir) if cache_dir else default_cache_dir()) / f"kafka-{version}"
     libs_dir = version_dir / "libs"
     if (libs_dir / _FETCH_COMPLETE_MARKER).is_file():
         return libs_dir
@@ -171,35 +245,41 @@ def fetch_jars(cache_dir: Path | None = None) -> Path:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         if (libs_dir / _FETCH_COMPLETE_MARKER).is_file():
             return libs_dir
-        _fetch_jars_locked(version_dir, libs_dir)
+        _fetch_jars_locked(version, version_dir, libs_dir)
     return libs_dir
 
 
-def _fetch_jars_locked(version_dir: Path, libs_dir: Path) -> None:
+def maven_fetch_command(mvn: str, version: str, output_dir: Path) -> list[str]:
+    """The Maven command copying Kafka ``version``'s runtime classpath into ``output_dir``."""
+    return [
+        mvn, "-q", "-B", "-f", str(POM_PATH),
+        "dependency:copy-dependencies",
+        f"-Dkafka.version={version}",
+        f"-Dkafka.logging={logging_binding(version)}",
+        f"-DoutputDirectory={output_dir}",
+        "-DincludeScope=runtime",
+    ]
+
+
+def _fetch_jars_locked(version: str, version_dir: Path, libs_dir: Path) -> None:
     mvn = require_executable("mvn", "install Apache Maven 3.6+ (e.g. apt-get install maven)")
     staging_dir = Path(tempfile.mkdtemp(prefix="libs.partial-", dir=version_dir))
     try:
-        command = [
-            mvn, "-q", "-B", "-f", str(POM_PATH),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={staging_dir}",
-            "-DincludeScope=runtime",
-        ]
         try:
             result = subprocess.run(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True, timeout=900,
+                maven_fetch_command(mvn, version, staging_dir), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900,
             )
         except subprocess.TimeoutExpired as exc:
             raise BrokerError("Maven did not finish fetching the Kafka jars within 15 minutes") from exc
         if result.returncode != 0:
             raise BrokerError(
-                f"Maven failed to fetch Kafka {KAFKA_VERSION} jars (exit {result.returncode}): "
+                f"Maven failed to fetch Kafka {version} jars (exit {result.returncode}): "
                 + last_meaningful_maven_line(result.stdout)
             )
-        if not any(staging_dir.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
-            raise BrokerError(f"Maven succeeded but kafka_2.13-{KAFKA_VERSION}.jar is missing from {staging_dir}")
-        (staging_dir / _FETCH_COMPLETE_MARKER).write_text(f"kafka {KAFKA_VERSION}\n")
+        if not any(staging_dir.glob(f"kafka_2.13-{version}.jar")):
+            raise BrokerError(f"Maven succeeded but kafka_2.13-{version}.jar is missing from {staging_dir}")
+        (staging_dir / _FETCH_COMPLETE_MARKER).write_text(f"kafka {version}\n")
         staging_dir.chmod(0o755)  # mkdtemp makes it private; the cache is shareable
         if libs_dir.exists():  # left over from something other than this function
             shutil.rmtree(libs_dir)
@@ -213,8 +293,16 @@ def _fetch_jars_locked(version_dir: Path, libs_dir: Path) -> None:
 # --------------------------------------------------------------------------
 
 
-def render_server_properties(*, port: int, controller_port: int, log_dir: Path | str) -> str:
-    """server.properties for a one-node KRaft cluster (broker + controller) on 127.0.0.1."""
+def render_server_properties(
+    *, port: int, controller_port: int, log_dir: Path | str, version: str = KAFKA_VERSION
+) -> str:
+    """server.properties for a one-node KRaft cluster (broker + controller) on 127.0.0.1.
+
+    The same static-quorum layout serves 3.x and 4.x (4.x still accepts
+    ``controller.quorum.voters``, so ``StorageTool format`` needs no
+    ``--standalone``); 4.x also gets its share-group state topic sized for one
+    node.
+    """
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -243,6 +331,15 @@ def render_server_properties(*, port: int, controller_port: int, log_dir: Path |
         "num.network.threads": "2",
         "num.io.threads": "4",
     }
+    if major_version(version) >= 4:
+        # Share groups (KIP-932) keep state in an internal topic whose defaults
+        # (3 replicas, min ISR 2, 50 partitions) a single node cannot satisfy.
+        # Unknown to 3.x, which would only warn about them: rendered for 4.x only.
+        settings.update({
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.num.partitions": "1",
+        })
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
@@ -389,13 +486,24 @@ def _die_with_parent_preexec(parent_pid: int):
 class LocalKafka:
     """One real Kafka broker (KRaft, single node) on 127.0.0.1.
 
-    >>> broker = LocalKafka(port=None)   # nothing happens until start()
-    >>> broker.bootstrap_servers is None
-    True
+    >>> broker = LocalKafka(port=None, version="3.9.2")   # nothing happens until start()
+    >>> broker.bootstrap_servers is None, broker.version
+    (True, '3.9.2')
 
     Use as ``with LocalKafka() as bootstrap: ...`` or call ``start()`` and
     ``stop()``. The broker runs in its own process group and is stopped at
     interpreter exit (and killed by the kernel if this process dies).
+
+    ``version`` is the Kafka release (default ``kafka_version()``:
+    ``$ELDERWATCH_KAFKA_VERSION``, else ``KAFKA_VERSION``).
+
+    Down and up again, for fault tests: ``stop(keep_data=True)`` shuts the
+    broker down cleanly, ``kill()`` SIGKILLs it (a crash); either way the next
+    ``start()`` brings back the same cluster (same log directory, cluster id
+    and ports, no re-format), so clients that kept the bootstrap address reach
+    it again and find their topics, records and committed offsets. While it is
+    down, ``address`` still says where it will be (``bootstrap_servers`` is
+    None). A plain ``stop()`` ends it for good and removes the data.
     """
 
     def __init__(
@@ -405,16 +513,19 @@ class LocalKafka:
         data_dir: Path | None = None,
         ready_timeout: float = 60.0,
         log_path: Path | None = None,
+        version: str | None = None,
     ) -> None:
         self.requested_port = port
         self.requested_data_dir = Path(data_dir) if data_dir is not None else None
         self.ready_timeout = ready_timeout
         self.requested_log_path = Path(log_path) if log_path is not None else None
+        self.version = kafka_version(version)
 
         self.port: int | None = None
         self.controller_port: int | None = None
         self.data_dir: Path | None = None
         self.log_path: Path | None = None
+        self.cluster_id: str | None = None
         self.startup_seconds: float | None = None
         self._owns_data_dir = False
         self._process: subprocess.Popen | None = None
@@ -429,37 +540,80 @@ class LocalKafka:
         return f"127.0.0.1:{self.port}" if self._process is not None else None
 
     @property
+    def address(self) -> str | None:
+        """Where this broker listens, or will again: also while it is down with its data kept.
+
+        Set from the first ``start()`` (or from ``port=``) until a ``stop()``
+        that removes the data; lets a test start a client while the broker is down.
+        """
+        port = self.port if self.port is not None else self.requested_port
+        return f"127.0.0.1:{port}" if port is not None else None
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    @property
+    def is_running(self) -> bool:
+        """Whether the broker process is alive (it may still be starting or may have crashed since)."""
+        return self._process is not None and self._process.poll() is None
+
     def start(self) -> str:
-        """Start the broker and wait until it serves requests; return its bootstrap address."""
+        """Start the broker and wait until it serves requests; return its bootstrap address.
+
+        After ``stop(keep_data=True)`` or ``kill()`` this restarts the same
+        cluster on the same ports; if another process took a port meanwhile,
+        it is a BrokerError (the data is kept, a later ``start()`` may succeed).
+        """
         with self._lock:
             if self._process is not None:
                 return f"127.0.0.1:{self.port}"
             began = time.monotonic()
             java = _require_java()
+            restarting = self._has_kept_data()
+            if restarting:
+                self._check_kept_ports_free()
             # Fail fast on a taken fixed port, before a possibly long jar fetch.
-            if self.requested_port is not None and not is_port_free(self.requested_port):
+            elif self.requested_port is not None and not is_port_free(self.requested_port):
                 raise BrokerError(f"port {self.requested_port} on 127.0.0.1 is already in use")
-            libs_dir = fetch_jars()
-            self._choose_ports()
+            libs_dir = fetch_jars(version=self.version)
             try:
-                self._prepare_data_dir()
-                self._format_storage(java, libs_dir)
+                if not restarting:
+                    self._choose_ports()
+                    self._prepare_data_dir()
+                    self._format_storage(java, libs_dir)
                 self._launch(java, libs_dir)
+                atexit.unregister(self.stop)  # once, however many restarts
                 atexit.register(self.stop)
                 self._wait_until_ready()
             except BaseException:
-                self._stop_locked()
+                # A failed first start cleans up everything; a failed restart
+                # keeps the data so the caller can look at it or try again.
+                self._stop_locked(signal.SIGTERM, keep_data=restarting)
                 raise
             self.startup_seconds = time.monotonic() - began
             return f"127.0.0.1:{self.port}"
 
-    def stop(self) -> None:
-        """Terminate the broker (SIGTERM, then SIGKILL after 15 s) and remove its temp data. Idempotent."""
+    def stop(self, *, keep_data: bool = False) -> None:
+        """Terminate the broker (SIGTERM, then SIGKILL after 15 s). Idempotent.
+
+        By default its temporary data is removed and the next ``start()`` is a
+        new cluster. ``keep_data=True`` keeps the log directory, cluster id and
+        ports for a restart (and for ``address``); the data is still removed
+        at interpreter exit (never a ``data_dir=`` given by the caller).
+        """
         with self._lock:
-            self._stop_locked()
+            self._stop_locked(signal.SIGTERM, keep_data=keep_data)
+
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would: no clean shutdown, data and ports kept for ``start()``."""
+        with self._lock:
+            self._stop_locked(signal.SIGKILL, keep_data=True)
+
+    def restart(self) -> str:
+        """``stop(keep_data=True)`` then ``start()``: the same cluster back on the same address."""
+        self.stop(keep_data=True)
+        return self.start()
 
     def __enter__(self) -> str:
         return self.start()
@@ -468,10 +622,30 @@ class LocalKafka:
         self.stop()
 
     def __repr__(self) -> str:
-        state = f"running on {self.bootstrap_servers}" if self._process else "stopped"
-        return f"<LocalKafka {KAFKA_VERSION} {state}>"
+        if self._process is not None:
+            state = f"running on {self.bootstrap_servers}"
+        elif self._has_kept_data():
+            state = f"down, data kept for {self.address}"
+        else:
+            state = "stopped"
+        return f"<LocalKafka {self.version} {state}>"
 
     # -- steps -------------------------------------------------------------
+
+    def _has_kept_data(self) -> bool:
+        """Whether a previous start formatted a log directory that is still there to restart from."""
+        return (
+            self.cluster_id is not None
+            and self.data_dir is not None
+            and (self.data_dir / "kraft-logs" / "meta.properties").is_file()
+        )
+
+    def _check_kept_ports_free(self) -> None:
+        for port in (self.port, self.controller_port):
+            if not is_port_free(port):
+                raise BrokerError(
+                    f"cannot restart the broker: port {port} on 127.0.0.1 was taken while it was down"
+                )
 
     def _choose_ports(self) -> None:
         if self.requested_port is not None:
@@ -492,28 +666,30 @@ class LocalKafka:
             self._owns_data_dir = True
         self.log_path = self.requested_log_path or self.data_dir / "broker.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        # A fresh log directory per start: a KRaft dir formatted for another
-        # cluster id or port layout would refuse to start.
+        # A fresh log directory per new cluster: a KRaft dir formatted for
+        # another cluster id or port layout would refuse to start.
         kraft_log_dir = self.data_dir / "kraft-logs"
         shutil.rmtree(kraft_log_dir, ignore_errors=True)
         (self.data_dir / "server.properties").write_text(
             render_server_properties(
-                port=self.port, controller_port=self.controller_port, log_dir=kraft_log_dir
+                port=self.port, controller_port=self.controller_port, log_dir=kraft_log_dir,
+                version=self.version,
             )
         )
 
     def _java_command(self, java: str, libs_dir: Path, main_class: str, *args: str) -> list[str]:
         return [
             java, *_JVM_OPTIONS,
-            f"-Dlog4j.configuration=file:{LOG4J_PROPERTIES_PATH}",
+            logging_jvm_option(self.version),
             "-cp", str(libs_dir / "*"),
             main_class, *args,
         ]
 
     def _format_storage(self, java: str, libs_dir: Path) -> None:
+        cluster_id = generate_cluster_id()
         command = self._java_command(
             java, libs_dir, "kafka.tools.StorageTool",
-            "format", "-t", generate_cluster_id(), "-c", str(self.data_dir / "server.properties"),
+            "format", "-t", cluster_id, "-c", str(self.data_dir / "server.properties"),
         )
         try:
             result = subprocess.run(
@@ -527,6 +703,7 @@ class LocalKafka:
                 f"formatting the Kafka log directory failed (exit {result.returncode}): "
                 + tail_of_text(result.stdout)
             )
+        self.cluster_id = cluster_id
 
     def _launch(self, java: str, libs_dir: Path) -> None:
         command = self._java_command(java, libs_dir, "kafka.Kafka", str(self.data_dir / "server.properties"))
@@ -565,17 +742,32 @@ class LocalKafka:
             headline += f" (port {self.port} or {self.controller_port} on 127.0.0.1 is already in use)"
         return f"{headline}; log {self.log_path}: {tail}"
 
-    def _stop_locked(self) -> None:
+    def _stop_locked(self, first_signal: signal.Signals, *, keep_data: bool) -> None:
         process, self._process = self._process, None
         if process is not None:
-            _terminate_process_group(process, _STOP_GRACE_SECONDS)
-        atexit.unregister(self.stop)
+            if first_signal == signal.SIGKILL:
+                _kill_process_group(process)
+            else:
+                _terminate_process_group(process, _STOP_GRACE_SECONDS)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        if keep_data and self._has_kept_data():
+            return  # atexit.stop stays registered: it removes the kept data at exit
+        atexit.unregister(self.stop)
         if self._owns_data_dir and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self._owns_data_dir = False
+        # A new cluster next time: new ports, a new id, a fresh log directory.
+        self.cluster_id = None
+        self.port = self.controller_port = None
+
+
+def _kill_process_group(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=10.0)
 
 
 def _terminate_process_group(process: subprocess.Popen, grace_seconds: float) -> None:
@@ -693,31 +885,37 @@ def _wait_for_topic_metadata(admin, topics: dict[str, int], timeout: float) -> N
 def _build_parser(prog: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog or "python -m elderwatch.localkafka",
-        description=f"Local Apache Kafka {KAFKA_VERSION} broker for elderwatch development.",
+        description=(
+            f"Local Apache Kafka broker for elderwatch development (default {KAFKA_VERSION}; "
+            f"{KAFKA4_VERSION} is the tested 4.x; ${KAFKA_VERSION_ENV} or --version picks another)."
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    version_help = f"Kafka release, e.g. {KAFKA4_VERSION} (default: ${KAFKA_VERSION_ENV} or {KAFKA_VERSION})"
     fetch = commands.add_parser("fetch", help="download the broker jars into the cache and print their directory")
     fetch.add_argument("--cache-dir", type=Path, default=None, help="cache root (default: $ELDERWATCH_CACHE or ~/.cache/elderwatch)")
+    fetch.add_argument("--version", dest="kafka_version", default=None, metavar="X.Y.Z", help=version_help)
     run = commands.add_parser("run", help="run a broker on 127.0.0.1 until interrupted")
     run.add_argument("--port", type=int, default=None, help="listener port (default: a free one)")
     run.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for the broker (default: 60)")
+    run.add_argument("--version", dest="kafka_version", default=None, metavar="X.Y.Z", help=version_help)
     return parser
 
 
-def _run_until_signalled(port: int | None, ready_timeout: float) -> int:
+def _run_until_signalled(port: int | None, ready_timeout: float, version: str | None) -> int:
     stop_requested = threading.Event()
 
     def request_stop(signum, frame) -> None:
         stop_requested.set()
 
+    broker = LocalKafka(port=port, ready_timeout=ready_timeout, version=version)  # checks the version only
     # Install the handlers before starting so a Ctrl-C during start-up still
     # ends in a clean stop (start() cleans up after itself on any exception).
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    broker = LocalKafka(port=port, ready_timeout=ready_timeout)
     try:
         bootstrap = broker.start()
         print(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}", flush=True)
-        print(f"elderwatch: kafka {KAFKA_VERSION} ready in {broker.startup_seconds:.1f}s; "
+        print(f"elderwatch: kafka {broker.version} ready in {broker.startup_seconds:.1f}s; "
               f"log {broker.log_path}; Ctrl-C to stop", file=sys.stderr, flush=True)
         while not stop_requested.wait(timeout=1.0):
             if broker._process is not None and broker._process.poll() is not None:
@@ -732,13 +930,13 @@ def _run_until_signalled(port: int | None, ready_timeout: float) -> int:
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
-    """``fetch`` or ``run [--port N]``; returns the exit code (2 on BrokerError)."""
+    """``fetch [--version X.Y.Z]`` or ``run [--port N] [--version X.Y.Z]``; returns the exit code (2 on BrokerError)."""
     args = _build_parser(prog).parse_args(argv)
     try:
         if args.command == "fetch":
-            print(fetch_jars(args.cache_dir), flush=True)
+            print(fetch_jars(args.cache_dir, version=args.kafka_version), flush=True)
             return 0
-        return _run_until_signalled(args.port, args.ready_timeout)
+        return _run_until_signalled(args.port, args.ready_timeout, args.kafka_version)
     except BrokerError as exc:
         print(f"elderwatch: kafka: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -1,4 +1,4 @@
-"""``python -m elderwatch.localkafka fetch|run [--port N]``: see elderwatch.localkafka."""
+"""``python -m elderwatch.localkafka fetch|run [--port N] [--version X.Y.Z]``: see elderwatch.localkafka."""
 
 import sys
 

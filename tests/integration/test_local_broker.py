@@ -70,7 +70,7 @@ def test_create_topics_is_idempotent_and_applies_config(kafka_bootstrap, unique_
 
 
 def test_aiokafka_round_trip(kafka_bootstrap, unique_prefix):
-    """Faust speaks to Kafka through aiokafka: prove the 3.9 broker serves its protocol versions."""
+    """Faust speaks to Kafka through aiokafka: prove the broker (3.9, or 4.x under make test-kafka4) serves its protocol versions."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     topic = f"{unique_prefix}-aiokafka"
@@ -138,3 +138,79 @@ def test_context_manager_starts_and_stops():
         socket.create_connection((host, int(port)), timeout=2).close()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((host, int(port)), timeout=2).close()
+
+
+def _produce(bootstrap: str, topic: str, records: dict[bytes, bytes]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for key, value in records.items():
+            producer.send(topic, key=key, value=value)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+
+
+def _port_refuses(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_broker_comes_back_as_the_same_cluster_after_a_clean_stop_and_after_a_kill(unique_prefix):
+    """What fault tests need: the broker goes down mid-stream and returns on the same address with its data."""
+    broker = LocalKafka()
+    try:
+        bootstrap = broker.start()
+        data_dir, cluster_id = broker.data_dir, broker.cluster_id
+        meta = (data_dir / "kraft-logs" / "meta.properties").read_text()
+        topic = f"{unique_prefix}-restart"
+        create_topics(bootstrap, {topic: 2})
+        before = {b"k%d" % i: b"before-%d" % i for i in range(20)}
+        _produce(bootstrap, topic, before)
+
+        broker.stop(keep_data=True)
+        assert _port_refuses(broker.port)
+        assert broker.bootstrap_servers is None and not broker.is_running
+        assert broker.address == bootstrap  # where a client started now should look
+        assert data_dir.is_dir()
+
+        assert broker.start() == bootstrap
+        between = {b"j%d" % i: b"between-%d" % i for i in range(20)}
+        _produce(bootstrap, topic, between)
+
+        first_pid = broker.pid
+        broker.kill()  # a crash: no clean shutdown
+        with pytest.raises(ProcessLookupError):
+            os.kill(first_pid, 0)
+        assert _port_refuses(broker.port)
+        assert broker.address == bootstrap
+
+        assert broker.start() == bootstrap
+        assert broker.data_dir == data_dir and broker.cluster_id == cluster_id
+        assert (data_dir / "kraft-logs" / "meta.properties").read_text() == meta  # not re-formatted
+        records = _consume(bootstrap, topic, group_id=f"{unique_prefix}-after", expected=40)
+        assert {record.key: record.value for record in records} == before | between
+        assert len(records) == 40  # nothing lost, nothing doubled
+    finally:
+        broker.stop()
+    assert not data_dir.exists()
+    assert broker.address is None  # the next start() is a new cluster
+
+
+def test_restart_refuses_a_port_taken_while_the_broker_was_down():
+    broker = LocalKafka()
+    try:
+        broker.start()
+        port = broker.port
+        broker.stop(keep_data=True)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            with pytest.raises(BrokerError, match=rf"port {port} on 127\.0\.0\.1 was taken while it was down"):
+                broker.start()
+        assert broker.data_dir.is_dir() and broker.address == f"127.0.0.1:{port}"  # kept for another try
+        assert broker.restart() == f"127.0.0.1:{port}"
+    finally:
+        broker.stop()
