@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 DEMO_SECONDS ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: help venv kafka system-packages test demo bench clean
+.PHONY: help venv kafka system-packages test test-kafka4 demo bench clean
 
 help:
 	@echo "elderwatch make targets:"
@@ -21,6 +21,7 @@ help:
 	@echo "  kafka   fetch the local Apache Kafka broker jars into the cache (needs java + mvn)"
 	@echo "  system-packages  Debian packages the tests need ($(DEBIAN_PACKAGES)), installed with apt-get if missing"
 	@echo "  test    run the test suite against a local broker (PYTEST_ARGS='...' to narrow it)"
+	@echo "  test-kafka4  run the integration suite against a local Kafka 4.x broker (KAFKA4_VERSION=X.Y.Z for another 4.x)"
 	@echo "  demo    run the end-to-end demo for DEMO_SECONDS seconds (0 = until Ctrl-C)"
 	@echo "  bench   run the throughput benchmark"
 	@echo "  clean   remove $(VENV) and the caches inside the repository (not ~/.cache)"
@@ -62,6 +63,21 @@ test: venv kafka system-packages
 	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ "$$status" -eq 5 ]; then \
 	  echo "make test: pytest collected no tests (exit 5) -- this is a set-up failure, not a pass" >&2; \
+	  exit 1; \
+	fi; \
+	exit "$$status"
+
+# The integration suite on Kafka 4.x (CI runs 3.9, the default): the version is
+# elderwatch.localkafka.KAFKA4_VERSION unless KAFKA4_VERSION is given; always a
+# local broker (an exported KAFKA_BOOTSTRAP_SERVERS would test some other cluster).
+test-kafka4: venv system-packages
+	@version="$${KAFKA4_VERSION:-$$($(PY) -c 'from elderwatch.localkafka import KAFKA4_VERSION; print(KAFKA4_VERSION)')}"; \
+	echo "== Kafka $$version (ELDERWATCH_KAFKA_VERSION) for tests/integration tests/browser"; \
+	$(PY) -m elderwatch.localkafka fetch --version "$$version" >/dev/null; \
+	status=0; env -u KAFKA_BOOTSTRAP_SERVERS ELDERWATCH_KAFKA_VERSION="$$version" \
+	  $(PY) -m pytest tests/integration tests/browser $(PYTEST_ARGS) || status=$$?; \
+	if [ "$$status" -eq 5 ]; then \
+	  echo "make test-kafka4: pytest collected no tests (exit 5) -- this is a set-up failure, not a pass" >&2; \
 	  exit 1; \
 	fi; \
 	exit "$$status"
