@@ -440,7 +440,7 @@ def _method(api: StaffApi, route: Route, handler: Callable):
         except Exception:
             log.exception("staff API: %s failed", route.operation_id)
             status, answer = 500, ErrorBody(error="internal error")
-        level = logging.WARNING if status >= 500 else logging.INFO
+        level = logging.WARNING if status >= 500 and status != 503 else logging.INFO  # 503: recovering, told why
         result = f" {answer.result}" if isinstance(answer, ActionResult) else ""
         log.log(level, "staff API: %s -> %s%s (%.0f ms)", route.operation_id, status, result,
                 1000 * (time.monotonic() - started))
