@@ -208,8 +208,8 @@ class HouseholdMonitor:
         """Read local time in the IANA zone ``name`` from the next reading on (the roster moved the household);
         True if the zone changed. An unknown zone raises before anything changes.
 
-        What was learned stays: the detectors' hours and days were learned in local time, so after a move
-        the household's day rhythm is shifted by the difference between the zones until they relearn it.
+        What was learned stays, by local hour: a household that moves and keeps its habits keeps its rhythm;
+        a wrong zone corrected shifts what was learned by the zones' difference until the detectors relearn it.
 
         >>> m = HouseholdMonitor("hh-000001", "Europe/London")
         >>> m.set_timezone("Asia/Shanghai"), m.set_timezone("Asia/Shanghai"), m.timezone

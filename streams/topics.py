@@ -49,7 +49,7 @@ TICKETS_HANDLE = TopicSpec(
     keyed_by_household=True, description="Visits and calls with their notes; re-alerts of accepted, unhandled tickets.")
 TICKETS_FEEDBACK = TopicSpec(
     "tickets.feedback", key="household_id", value="JSON TicketCommand (feedback, close)",
-    keyed_by_household=True, description="Outcomes. Read by the ticket stage and by detection, which closes the ticket once it has learned.")
+    keyed_by_household=True, description="Outcomes, and detection's close once it has learned one. Read by the ticket stage (detection learns from its applied acks).")
 TICKET_STEPS = (TICKETS_WARNING, TICKETS_DISPATCH, TICKETS_HANDLE, TICKETS_FEEDBACK)
 
 
