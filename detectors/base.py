@@ -17,12 +17,14 @@ reading (see :func:`observation`); detectors never mutate it.
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from river import base
 
+from detectors.state import Codec, StateFormatError, boolean, entry, fail, number, text
 from schemas.anomaly import AnomalyKind, Severity
 
 
@@ -66,6 +68,40 @@ class Detector(base.AnomalyDetector):
     def __setstate__(self, state) -> None:
         self.__dict__.update(state)
 
+    #: What a detector learns, attribute -> how it is written (see :mod:`detectors.state`). Every other
+    #: attribute is a constructor parameter (stored under its own name) or a cache (:data:`CACHES`).
+    STATE: dict[str, Codec] = {}
+    #: Worked out again when needed: never stored.
+    CACHES: tuple[str, ...] = ("_memo", "_first_t")
+
+    @classmethod
+    def _param_defaults(cls) -> dict[str, Any]:
+        params = cls.__dict__.get("_param_defaults_")
+        if params is None:
+            params = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+                      if name != "self"}
+            cls._param_defaults_ = params
+        return params
+
+    def to_state(self) -> dict:
+        """Constructor parameters and what was learned, as JSON values."""
+        return {"params": {name: list(v) if isinstance(v := getattr(self, name), tuple) else v
+                           for name in self._param_defaults()},
+                "learned": {name: codec.encode(getattr(self, name)) for name, codec in self.STATE.items()}}
+
+    @classmethod
+    def from_state(cls, state: Any, where: str | None = None) -> "Detector":
+        where = where or cls.__name__
+        params, learned = entry(state, "params", where), entry(state, "learned", where)
+        defaults = cls._param_defaults()
+        if not isinstance(params, dict) or set(params) != set(defaults):
+            raise StateFormatError(f"{where}.params: expected exactly {sorted(defaults)}")
+        detector = cls(**{name: _param(value, defaults[name], f"{where}.params.{name}")
+                          for name, value in params.items()})
+        for name, codec in cls.STATE.items():
+            setattr(detector, name, codec.decode(entry(learned, name, where + ".learned"), f"{where}.{name}"))
+        return detector
+
     kind: AnomalyKind
     meters: tuple[str, ...] = ()
     min_days: float = 0.0
@@ -87,6 +123,19 @@ class Detector(base.AnomalyDetector):
     def baseline(self) -> Any:
         """What has been learned as normal (compared by the conformance suite)."""
         raise NotImplementedError
+
+
+def _param(value: Any, default: Any, where: str) -> Any:
+    """A constructor parameter of the type of its default."""
+    if isinstance(default, bool):
+        return boolean(value, where)
+    if isinstance(default, tuple):
+        if type(value) is not list:
+            raise fail(where, "a list", value)
+        return tuple(number(v, where) for v in value)
+    if isinstance(default, str):
+        return text(value, where)
+    return number(value, where)
 
 
 _HALF_DAY = timedelta(hours=12)

@@ -39,6 +39,7 @@ from datetime import timedelta
 
 from detectors.base import Detector, Finding, duration_text, scored_once
 from detectors.rhythm import DecayingMax
+from detectors.state import BOOLEAN, DATETIME, NUMBER, NUMBERS, deque_of, list_of, nullable, pair, state_of
 from schemas.anomaly import AnomalyKind, Severity
 
 
@@ -69,6 +70,12 @@ class ContinuousFlowDetector(Detector):
 
     kind = AnomalyKind.CONTINUOUS_FLOW
     meters = ("water",)
+
+    STATE = {
+        "_highest": list_of(state_of(DecayingMax)), "_run": deque_of(pair(NUMBER, NUMBER)), "_run_start": DATETIME,
+        "_run_minutes": NUMBER, "_run_litres": NUMBER, "_pending": nullable(NUMBERS), "_flagged": BOOLEAN,
+        "_first": DATETIME,
+    }
 
     def __init__(self, margin: float = 2.0, windows: tuple[int, ...] = (6, 8, 10, 12, 16),
                  min_litres_per_hour: float = 8.0, half_life_days: float = 90.0, min_days: float = 14.0,

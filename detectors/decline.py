@@ -31,6 +31,7 @@ from datetime import date, datetime, time
 
 from detectors.base import Detector, Finding, scored_once
 from detectors.rhythm import FadingMean
+from detectors.state import DATE, INTEGER, NUMBER, state_of
 from schemas.anomaly import AnomalyKind, Severity
 
 
@@ -54,6 +55,11 @@ class DeclineDetector(Detector):
 
     kind = AnomalyKind.DECLINE
     meters = ("water",)
+
+    STATE = {
+        "_recent": state_of(FadingMean), "_usual": state_of(FadingMean), "_days": INTEGER, "_low_days": INTEGER,
+        "_low_since": DATE, "_day": DATE, "_active": INTEGER, "_minutes": NUMBER,
+    }
 
     def __init__(self, meter: str = "water", ratio: float = 0.6, sustain_days: int = 10, fast: float = 0.15,
                  slow: float = 0.02, min_history_days: int = 42, min_coverage: float = 0.8) -> None:

@@ -41,6 +41,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from detectors.state import StateFormatError, array, entry, integer, text
 from schemas.anomaly import WELFARE_KINDS, AnomalyKind
 
 if TYPE_CHECKING:
@@ -81,6 +82,24 @@ class FeedbackLog:
     def __init__(self) -> None:
         self.streaks: dict[AnomalyKind, int] = {}
         self.keys: deque[bytes] = deque(maxlen=KEEP_KEYS)
+
+    def to_state(self) -> dict:
+        return {"streaks": {kind.value: n for kind, n in self.streaks.items()}, "keys": [k.hex() for k in self.keys]}
+
+    @classmethod
+    def from_state(cls, state, where: str = "feedback") -> "FeedbackLog":
+        log = cls()
+        streaks = entry(state, "streaks", where)
+        if not isinstance(streaks, dict):
+            raise StateFormatError(f"{where}.streaks: expected an object")
+        try:
+            log.streaks = {AnomalyKind(text(k, where)): integer(n, where) for k, n in streaks.items()}
+            log.keys.extend(bytes.fromhex(text(k, where)) for k in array(entry(state, "keys", where), where + ".keys"))
+        except ValueError as exc:
+            if isinstance(exc, StateFormatError):
+                raise
+            raise StateFormatError(f"{where}: not a kind or not a hex key") from None
+        return log
 
     def record(self, monitor: HouseholdMonitor, kind: str, outcome: str, key: str) -> FeedbackEffect:
         """Apply one outcome to ``monitor.sensitivity`` by the rules above.

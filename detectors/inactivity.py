@@ -44,6 +44,7 @@ import math
 
 from detectors.base import Detector, Finding, scored_once
 from detectors.rhythm import DecayingTopK, HourlyMean, Switches
+from detectors.state import BOOLEAN, DATETIME, INTEGER, NUMBER, list_of, meter_map, state_of
 from schemas.anomaly import AnomalyKind, Severity
 
 _METERS = ("water", "electricity")
@@ -92,6 +93,14 @@ class InactivityDetector(Detector):
 
     kind = AnomalyKind.INACTIVITY
     meters = _METERS
+
+    STATE = {
+        "_rates": meter_map(state_of(HourlyMean)), "_switches": state_of(Switches),
+        "_normal": meter_map(list_of(state_of(DecayingTopK))), "_since": DATETIME, "_since_hour": INTEGER,
+        "_surprise": meter_map(NUMBER), "_expected": meter_map(NUMBER), "_intervals": meter_map(INTEGER),
+        "_flagged": BOOLEAN, "_seen": INTEGER, "_first": DATETIME,
+    }
+    CACHES = Detector.CACHES + ("_bars",)
 
     def __init__(self, margin: float = 4.0, min_surprise: float = 6.0, fading_factor: float = 0.01,
                  half_life_days: float = 90.0, min_days: float = 14.0, learn_after_days: float = 3.0,

@@ -33,6 +33,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from detectors.base import Detector, Finding
+from detectors.state import DATETIME, NUMBER, meter_map
 from schemas.anomaly import AnomalyKind, Severity
 
 
@@ -50,6 +51,8 @@ class MeterOfflineDetector(Detector):
 
     kind = AnomalyKind.METER_OFFLINE
     meters = ("electricity", "water")
+
+    STATE = {"_last": meter_map(DATETIME), "_usual": meter_map(NUMBER)}
 
     def __init__(self, factor: float = 4.0, min_minutes: float = 60.0, alone_min_minutes: float = 360.0) -> None:
         self.factor = factor

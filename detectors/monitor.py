@@ -40,8 +40,6 @@ True
 
 from __future__ import annotations
 
-import pickle
-import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -54,6 +52,9 @@ from detectors.inactivity import InactivityDetector
 from detectors.meter_offline import MeterOfflineDetector
 from detectors.night_activity import NightActivityDetector
 from detectors.surge import SurgeDetector
+from detectors.state import (DATETIME, FORMAT as STATE_FORMAT, VERSION as STATE_VERSION, LegacyPickleState,
+                             StateFormatError, array, dump_record, encode_datetime, entry, integer, load_record, number,
+                             optional, real, text, unpickle_legacy)
 from detectors.usage import RecentUsage
 from schemas.anomaly import WELFARE_KINDS, AnomalyKind, AnomalyWarning
 from schemas.detection import DetectionConfig
@@ -61,6 +62,12 @@ from schemas.readings import Meter
 
 #: Feedback may move a kind's sensitivity only within these bounds.
 SENSITIVITY_BOUNDS = (0.5, 1.5)
+
+
+#: The detector classes a state record may name (by class name).
+DETECTOR_TYPES: dict[str, type[Detector]] = {cls.__name__: cls for cls in (
+    InactivityDetector, ContinuousFlowDetector, SurgeDetector, NightActivityDetector, MeterOfflineDetector,
+    DeclineDetector)}
 
 
 def default_detectors() -> list[Detector]:
@@ -285,18 +292,113 @@ class HouseholdMonitor:
         ``key`` makes a repeat harmless."""
         return self.feedback.record(self, kind, outcome, key)
 
-    # -- state -------------------------------------------------------------------------------
+    # -- state (format and versions: detectors/state.py) -----------------------------------------
     def dumps(self) -> bytes:
-        # level 1: the changelog write happens for every reading; 5 % larger, half the time of level 6
-        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        """The state record: zlib-compressed JSON of :meth:`to_state`, what the detect stage stores."""
+        return dump_record(self.to_state())
 
     @staticmethod
-    def loads(data: bytes) -> "HouseholdMonitor":
-        monitor = pickle.loads(zlib.decompress(data))
-        if not isinstance(monitor, HouseholdMonitor):
-            raise TypeError("not a HouseholdMonitor state")
+    def loads(data: bytes, *, migrate_pickled: bool = False) -> "HouseholdMonitor":
+        """The monitor of a state record (older versions upgraded); :class:`StateFormatError` if it cannot be read.
+
+        A pickled record (before state format version 1) is a :class:`~detectors.state.LegacyPickleState`
+        unless ``migrate_pickled``: then it is unpickled allowing only our state classes
+        (:func:`~detectors.state.unpickle_legacy`), and its next :meth:`dumps` is the current format."""
+        try:
+            record = load_record(data)
+        except LegacyPickleState:
+            if not migrate_pickled:
+                raise
+            monitor = unpickle_legacy(data)
+            if not isinstance(monitor, HouseholdMonitor):
+                raise StateFormatError("the pickled state is not a HouseholdMonitor") from None
+            return monitor
+        return HouseholdMonitor.from_state(record)
+
+    def to_state(self) -> dict:
+        """Everything the monitor has learned and needs to go on, as JSON values (a record of :data:`STATE_VERSION`)."""
+        config = self.config
+        return {
+            "format": STATE_FORMAT, "version": STATE_VERSION,
+            "household_id": self.household_id, "timezone": self.timezone,
+            "config": {"warmup_days": config.warmup_days, "gap_factor": config.gap_factor,
+                       "first_interval_minutes": config.first_interval_minutes,
+                       "kinds": sorted(k.value for k in config.kinds),
+                       "sensitivity": [[k, v] for k, v in config.sensitivity], "version": config.version},
+            "detectors": [{"type": type(d).__name__, **d.to_state()} for d in self.detectors],
+            "sensitivity": {k.value: v for k, v in self.sensitivity.items()},
+            "feedback": self.feedback.to_state(),
+            "usage": self.usage.to_state(),
+            "series": {meter: [encode_datetime(s.last), s.usual] for meter, s in self._series.items()},
+            "open": sorted(k.value for k in self._open),
+            "open_warnings": {k.value: w for k, w in self._open_warnings.items()},
+            "cleared": [[k.value, w] for k, w in self._cleared],
+            "first": encode_datetime(self._first), "readings": self.readings, "out_of_order": self.out_of_order,
+        }
+
+    @classmethod
+    def from_state(cls, record: dict) -> "HouseholdMonitor":
+        """The monitor of a record of the current version (:func:`detectors.state.load_record` upgrades older
+        ones); :class:`StateFormatError` naming the first field that is missing or of the wrong type."""
+        try:
+            return cls._from_state(record)
+        except StateFormatError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError, OverflowError) as exc:  # an unknown kind or zone, ...
+            raise StateFormatError(f"unreadable monitor state ({type(exc).__name__})") from None
+
+    @classmethod
+    def _from_state(cls, record: dict) -> "HouseholdMonitor":
+        def get(state, key, where="monitor"):
+            return entry(state, key, where)
+
+        c = get(record, "config")
+        config = MonitorConfig(
+            warmup_days=number(get(c, "warmup_days", "config"), "config.warmup_days"),
+            gap_factor=number(get(c, "gap_factor", "config"), "config.gap_factor"),
+            first_interval_minutes=number(get(c, "first_interval_minutes", "config"), "config.first_interval_minutes"),
+            kinds=frozenset(AnomalyKind(text(k, "config.kinds")) for k in array(get(c, "kinds", "config"), "config.kinds")),
+            sensitivity=tuple((text(k, "config.sensitivity"), number(v, "config.sensitivity"))
+                              for k, v in (array(p, "config.sensitivity", 2)
+                                           for p in array(get(c, "sensitivity", "config"), "config.sensitivity"))),
+            version=text(get(c, "version", "config"), "config.version"))
+        detectors = []
+        for i, state in enumerate(array(get(record, "detectors"), "detectors")):
+            name = text(get(state, "type", f"detectors[{i}]"), f"detectors[{i}].type")
+            detector_type = DETECTOR_TYPES.get(name)
+            if detector_type is None:
+                raise StateFormatError(f"detectors[{i}]: unknown detector type {name!r}")
+            detectors.append(detector_type.from_state(state, name))
+        timezone = text(get(record, "timezone"), "timezone")
+        monitor = cls(text(get(record, "household_id"), "household_id"), timezone, config=config, detectors=detectors)
+        if len(monitor.detectors) != len(detectors):
+            raise StateFormatError("detectors: a detector of a kind the config does not run")
+        sensitivity = get(record, "sensitivity")
+        if not isinstance(sensitivity, dict):
+            raise StateFormatError("sensitivity: expected an object")
+        monitor.sensitivity = {AnomalyKind(k): real(v, "sensitivity") for k, v in sensitivity.items()}
+        monitor.feedback = FeedbackLog.from_state(get(record, "feedback"))
+        monitor.usage = RecentUsage.from_state(get(record, "usage"))
+        series = get(record, "series")
+        if not isinstance(series, dict):
+            raise StateFormatError("series: expected an object")
+        for meter, value in series.items():
+            last, usual = array(value, f"series.{meter}", 2)
+            s = monitor._series[text(meter, "series")] = _Series()
+            s.last, s.usual = DATETIME.decode(last, f"series.{meter}"), optional(number)(usual, f"series.{meter}")
+        monitor._open = {AnomalyKind(text(k, "open")) for k in array(get(record, "open"), "open")}
+        open_warnings = get(record, "open_warnings")
+        if not isinstance(open_warnings, dict):
+            raise StateFormatError("open_warnings: expected an object")
+        monitor._open_warnings = {AnomalyKind(k): text(w, "open_warnings") for k, w in open_warnings.items()}
+        monitor._cleared = [(AnomalyKind(text(k, "cleared")), text(w, "cleared"))
+                            for k, w in (array(p, "cleared", 2) for p in array(get(record, "cleared"), "cleared"))]
+        monitor._first = DATETIME.decode(get(record, "first"), "first")
+        monitor.readings = integer(get(record, "readings"), "readings")
+        monitor.out_of_order = integer(get(record, "out_of_order"), "out_of_order")
         return monitor
 
+    # Pickling stays for unpickle_legacy (records of before state format version 1) and in-process copies.
     def __getstate__(self):
         state = self.__dict__.copy()
         del state["_tz"]  # rebuilt from the name

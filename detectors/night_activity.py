@@ -42,6 +42,7 @@ from datetime import date, datetime
 
 from detectors.base import Detector, Finding, scored_once
 from detectors.rhythm import DecayingMax, HourlyMean, Switches
+from detectors.state import DATE, DATETIME, INTEGER, NUMBER, frozenset_of, list_of, meter_map, nullable, pair, state_of
 from schemas.anomaly import AnomalyKind, Severity
 
 _NIGHT_SIDE = (19, 20, 21, 22, 23, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
@@ -74,6 +75,14 @@ class NightActivityDetector(Detector):
 
     kind = AnomalyKind.NIGHT_ACTIVITY
     meters = ("water", "electricity")
+
+    STATE = {
+        "_rates": meter_map(state_of(HourlyMean)), "_switches": state_of(Switches), "_busiest": state_of(DecayingMax),
+        "_night": DATE, "_score": NUMBER, "_session": NUMBER, "_last_use": DATETIME, "_uses": INTEGER,
+        "_switched": INTEGER, "_first_use": DATETIME, "_past": list_of(nullable(NUMBER)),
+        # a cache, but one that outlives a reading (sleep hours are worked out once per hour of data): kept
+        "_sleep_cache": pair(INTEGER, frozenset_of(INTEGER)), "_first": DATETIME,
+    }
 
     def __init__(self, nights: int = 2, window: int = 3, margin: float = 1.2,
                  min_score: float = 9.0, sleep_p: float = 0.15, session_minutes: float = 60.0,

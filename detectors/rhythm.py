@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from detectors.state import array, decode_floats, entry, integer, number, optional, pack_floats, real
+
 _LN2 = math.log(2)
 
 
@@ -51,6 +53,16 @@ class FadingMean:
     def __setstate__(self, state) -> None:
         self.fading_factor, self.n, self.value = state
         self.value = float(self.value)
+
+    def to_state(self) -> list:
+        return [self.fading_factor, self.n, self.value]
+
+    @classmethod
+    def from_state(cls, state, where: str = "FadingMean") -> "FadingMean":
+        fading_factor, n, value = array(state, where, 3)
+        mean = cls(number(fading_factor, where))
+        mean.n, mean.value = integer(n, where), real(value, where)
+        return mean
 
     def peek(self, value: float) -> float:
         """What :meth:`get` would return after ``update(value)``, without updating."""
@@ -101,6 +113,16 @@ class HourlyMean:
         self.fading_factor, means = state
         self.n = [n for n, _ in means]
         self.values = [float(v) for _, v in means]
+
+    def to_state(self) -> dict:
+        return {"fading_factor": self.fading_factor, "n": self.n, "values": pack_floats(self.values)}
+
+    @classmethod
+    def from_state(cls, state, where: str = "HourlyMean") -> "HourlyMean":
+        means = cls(number(entry(state, "fading_factor", where), where))
+        means.n = [integer(n, where + ".n") for n in array(entry(state, "n", where), where + ".n", 24)]
+        means.values = decode_floats(entry(state, "values", where), where + ".values", 24)
+        return means
 
 
 class HourlyPower:
@@ -189,6 +211,16 @@ class DecayingMax:
     def __setstate__(self, state) -> None:
         self.half_life_days, self._value, self._at, self.n = state
 
+    def to_state(self) -> list:
+        return [self.half_life_days, self._value, self._at, self.n]
+
+    @classmethod
+    def from_state(cls, state, where: str = "DecayingMax") -> "DecayingMax":
+        half_life_days, value, at, n = array(state, where, 4)
+        top = cls(number(half_life_days, where))
+        top._value, top._at, top.n = number(value, where), optional(number)(at, where), integer(n, where)
+        return top
+
 
 class DecayingTopK:
     """The ``k`` largest values seen, each forgetting with a half-life in data time.
@@ -247,6 +279,17 @@ class DecayingTopK:
 
     def __setstate__(self, state) -> None:
         self.k, self.half_life_days, self._values, self._at, self.n = state
+
+    def to_state(self) -> list:
+        return [self.k, self.half_life_days, self._values, self._at, self.n]
+
+    @classmethod
+    def from_state(cls, state, where: str = "DecayingTopK") -> "DecayingTopK":
+        k, half_life_days, values, at, n = array(state, where, 5)
+        top = cls(integer(k, where), number(half_life_days, where))
+        top._values = [number(v, where) for v in array(values, where)]
+        top._at, top.n = optional(number)(at, where), integer(n, where)
+        return top
 
 
 class Switches:
@@ -323,3 +366,19 @@ class Switches:
     def __setstate__(self, state) -> None:
         self.min_kw, self.z, self.quiet_hours, self._last, self._mean, self._square = state
         self._threshold = self._compute_threshold()
+
+    def to_state(self) -> dict:
+        return {"min_kw": self.min_kw, "z": self.z, "quiet_hours": list(self.quiet_hours), "last": self._last,
+                "mean": self._mean.to_state(), "square": self._square.to_state()}
+
+    @classmethod
+    def from_state(cls, state, where: str = "Switches") -> "Switches":
+        switches = cls.__new__(cls)
+        switches.min_kw = number(entry(state, "min_kw", where), where)
+        switches.z = number(entry(state, "z", where), where)
+        switches.quiet_hours = tuple(integer(h, where) for h in array(entry(state, "quiet_hours", where), where))
+        switches._last = optional(number)(entry(state, "last", where), where)
+        switches._mean = FadingMean.from_state(entry(state, "mean", where), where + ".mean")
+        switches._square = FadingMean.from_state(entry(state, "square", where), where + ".square")
+        switches._threshold = switches._compute_threshold()
+        return switches

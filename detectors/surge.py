@@ -35,6 +35,7 @@ from datetime import timedelta
 
 from detectors.base import Detector, Finding, duration_text, scored_once
 from detectors.rhythm import DecayingMax, HourlyMean
+from detectors.state import BOOLEAN, DATETIME, INTEGER, NUMBER, NUMBERS, deque_of, list_of, nullable, pair, state_of
 from schemas.anomaly import AnomalyKind, Severity
 
 
@@ -67,6 +68,14 @@ class SurgeDetector(Detector):
 
     kind = AnomalyKind.SURGE
     meters = ("electricity",)
+
+    STATE = {
+        "_usual": state_of(HourlyMean), "_season": state_of(HourlyMean),
+        "_season_largest": list_of(state_of(DecayingMax)), "_run_kw": list_of(pair(INTEGER, NUMBER)),
+        "_to_season": pair(list_of(pair(INTEGER, NUMBER)), nullable(NUMBERS)),
+        "_largest": list_of(state_of(DecayingMax)), "_recent": deque_of(pair(NUMBER, NUMBER)), "_run_start": DATETIME,
+        "_pending": nullable(NUMBERS), "_quiet_until": DATETIME, "_flagged": BOOLEAN, "_first": DATETIME,
+    }
 
     def __init__(self, margin: float = 1.5, windows_minutes: tuple[int, ...] = (30, 60, 120, 240),
                  min_kw: float = 1.0, fading_factor: float = 0.02, half_life_days: float = 90.0,

@@ -55,6 +55,7 @@ from datetime import timezone as dt_timezone
 from zoneinfo import ZoneInfo
 
 from detectors.rhythm import FadingMean
+from detectors.state import StateFormatError, decode_floats, entry, integer, optional, pack_floats, real, text
 
 #: Unit per meter, in the summary.
 UNITS = {"water": "L", "electricity": "kWh"}
@@ -122,6 +123,23 @@ class _MeterUsage:
     def __setstate__(self, state) -> None:
         self.end, values, self.last, self.day, self.day_total, self.day_minutes, self.daily = state
         self.values = array("d", values).tolist()
+
+    def to_state(self) -> dict:
+        # the ring as doubles (NaN: no reading in that hour), as the pickle kept it
+        return {"end": self.end, "values": pack_floats(self.values), "last": self.last, "day": self.day,
+                "day_total": self.day_total, "day_minutes": self.day_minutes, "daily": self.daily.to_state()}
+
+    @classmethod
+    def from_state(cls, state, where: str) -> "_MeterUsage":
+        series = cls.__new__(cls)
+        series.values = decode_floats(entry(state, "values", where), where + ".values")
+        series.end = optional(integer)(entry(state, "end", where), where + ".end")
+        series.last = optional(integer)(entry(state, "last", where), where + ".last")
+        series.day = optional(integer)(entry(state, "day", where), where + ".day")
+        series.day_total = real(entry(state, "day_total", where), where)
+        series.day_minutes = real(entry(state, "day_minutes", where), where)
+        series.daily = FadingMean.from_state(entry(state, "daily", where), where + ".daily")
+        return series
 
 
 class RecentUsage:
@@ -215,6 +233,23 @@ class RecentUsage:
     def __setstate__(self, state) -> None:
         self.timezone, self.hours, self._meters = state
         self._init_zone()
+
+    def to_state(self) -> dict:
+        return {"timezone": self.timezone, "hours": self.hours,
+                "meters": {name: m.to_state() for name, m in self._meters.items()}}
+
+    @classmethod
+    def from_state(cls, state, where: str = "usage") -> "RecentUsage":
+        usage = cls(text(entry(state, "timezone", where), where + ".timezone"),
+                    integer(entry(state, "hours", where), where + ".hours"))
+        meters = entry(state, "meters", where)
+        if not isinstance(meters, dict):
+            raise StateFormatError(f"{where}.meters: expected an object")
+        for name, series in meters.items():
+            usage._meters[text(name, where)] = _MeterUsage.from_state(series, f"{where}.{name}")
+            if len(usage._meters[name].values) != usage.hours:
+                raise StateFormatError(f"{where}.{name}: expected {usage.hours} hours")
+        return usage
 
 
 def _meter_order(name: str) -> tuple[int, str]:

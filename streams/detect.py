@@ -55,6 +55,7 @@ Every message goes through the guard (:mod:`streams.guard`): one the agent raise
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 import time
@@ -67,6 +68,7 @@ from pydantic import ValidationError
 
 from detectors.feedback import FeedbackEffect
 from detectors.monitor import HouseholdMonitor, MonitorConfig
+from detectors.state import StateFormatError
 from schemas.detection import DetectionConfig
 from detectors.offline import MonitorFactory, new_monitor, plain_datetime
 from dispatch.tickets import Event, EventKind
@@ -100,6 +102,9 @@ def encode_state(offset: int, monitor_state: bytes) -> bytes:
 
 
 def decode_state(record: bytes) -> tuple[int, bytes]:
+    """(offset, monitor record); :class:`StateFormatError` for a value too short to hold an offset."""
+    if len(record) < _OFFSET.size:
+        raise StateFormatError("table value shorter than its offset")
     return _OFFSET.unpack_from(record)[0], record[_OFFSET.size:]
 
 
@@ -240,6 +245,9 @@ class HouseholdStates:
         self.config, self.monitor_factory, self.monitor_loads = config, monitor_factory, monitor_loads
         self.cache = MonitorCache(cache_size)
         self.metrics = metrics
+        #: State records that could not be read (damaged, a newer version, a pickle of before state format 1
+        #: without ``migrate_pickled``): each household started afresh. See :meth:`_restore`.
+        self.unreadable_states = 0
 
     def process(self, reading: ValidatedReading, offset: int) -> Step | None:
         """Apply one reading (``offset``: its position in its partition). None if the state already has it.
@@ -253,12 +261,9 @@ class HouseholdStates:
             zone = self.timezones.get(household_id, self.default_timezone)
             monitor = self.monitor_factory(household_id, zone, self.config)
         else:
-            last_offset, monitor_state = decode_state(record)
+            last_offset, monitor = self._restore(household_id, record)
             if offset <= last_offset:
                 return None
-            monitor = self.cache.take(household_id, record)
-            if monitor is None:
-                monitor = self.monitor_loads(monitor_state)
             if self.config is not None:  # the config this worker runs with, not the one the state was saved under
                 monitor.use_config(self.config)
         t1 = time.perf_counter()
@@ -284,11 +289,35 @@ class HouseholdStates:
         if record is None:
             zone = self.timezones.get(household_id, self.default_timezone)
             return -1, self.monitor_factory(household_id, zone, self.config), None
-        offset, monitor_state = decode_state(record)
-        monitor = self.cache.take(household_id, record) or self.monitor_loads(monitor_state)
+        offset, monitor = self._restore(household_id, record)
         if self.config is not None:
             monitor.use_config(self.config)
         return offset, monitor, record
+
+    def _restore(self, household_id: str, record: bytes) -> tuple[int, HouseholdMonitor]:
+        """The readings offset of a stored record and its monitor (the cached one if it wrote this record).
+
+        A record that cannot be read (:class:`~detectors.state.StateFormatError`) must not stop the household:
+        every later reading would fail the same way. It is counted in ``unreadable_states`` and the household
+        starts afresh (a new monitor relearns it, warm-up included); its offset is kept when it can be read,
+        so a redelivered reading is still skipped. Its next record is in the current format."""
+        try:
+            offset, monitor_state = decode_state(record)
+        except StateFormatError:
+            offset, monitor_state = -1, None
+        monitor = self.cache.take(household_id, record)
+        if monitor is None:
+            try:
+                if monitor_state is None:
+                    raise StateFormatError("no monitor record")
+                monitor = self.monitor_loads(monitor_state)
+            except StateFormatError as exc:
+                self.unreadable_states += 1
+                # the reason names a field or a version, never a reading or the household
+                log.warning("unreadable detector state, the household starts afresh: %s", exc)
+                zone = self.timezones.get(household_id, self.default_timezone)
+                monitor = self.monitor_factory(household_id, zone, self.config)
+        return offset, monitor
 
     def feedback(self, ack: TicketAck) -> tuple[FeedbackEffect, Step]:
         """Give an outcome the ticket stage applied (:func:`applied_outcome`) to the household's monitor (its
@@ -343,9 +372,12 @@ def monitor_config(settings: Settings) -> MonitorConfig | None:
 
 def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metrics: DetectMetrics,
                           settings: Settings, *, timezones: Mapping[str, str], clock: Callable[[], datetime],
-                          cache_size: int = DEFAULT_CACHE_SIZE, config: MonitorConfig | None = None) -> None:
+                          cache_size: int = DEFAULT_CACHE_SIZE, config: MonitorConfig | None = None,
+                          migrate_pickled_state: bool = False) -> None:
+    # A pickled state record (before state format 1) is not unpickled unless the operator asks: detectors/state.py
+    monitor_loads = functools.partial(HouseholdMonitor.loads, migrate_pickled=migrate_pickled_state)
     states = HouseholdStates(state_table, timezones, settings.default_timezone, cache_size=cache_size,
-                             metrics=metrics, config=config)
+                             metrics=metrics, config=config, monitor_loads=monitor_loads)
 
     @app.on_partitions_revoked.connect
     async def forget_live_monitors(sender, revoked, **kwargs) -> None:

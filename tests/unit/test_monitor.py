@@ -12,6 +12,7 @@ import pytest
 
 from detectors.base import Detector, Finding
 from detectors.monitor import SENSITIVITY_BOUNDS, HouseholdMonitor, MonitorConfig
+from detectors.state import StateFormatError
 from schemas.anomaly import AnomalyKind, Severity
 
 T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
@@ -147,8 +148,10 @@ def test_out_of_order_and_duplicate_readings_are_ignored():
 
 
 def test_loads_rejects_what_is_not_a_monitor():
-    with pytest.raises(TypeError):
+    with pytest.raises(StateFormatError):  # a pickle is not even unpickled by default
         HouseholdMonitor.loads(zlib.compress(pickle.dumps({"not": "a monitor"})))
+    with pytest.raises(StateFormatError):
+        HouseholdMonitor.loads(zlib.compress(pickle.dumps({"not": "a monitor"})), migrate_pickled=True)
     monitor = HouseholdMonitor("hh-000001", "Asia/Kolkata")
     copy = HouseholdMonitor.loads(monitor.dumps())
     assert copy.timezone == "Asia/Kolkata" and copy._tz.key == "Asia/Kolkata"
