@@ -161,9 +161,10 @@ def test_rejection_reason(message, reason):
 
 def test_every_parse_reason_is_covered_by_the_table():
     # too_late, register_out_of_order and implausible_value belong to series.py, not parse.py;
-    # unknown_meter to the enrolment (streams/ingest/enrolment.py), forbidden to the HTTP door.
+    # unknown_meter to the enrolment (streams/ingest/enrolment.py), forbidden to the HTTP door,
+    # processing_error to the agents' guard (streams/guard.py).
     elsewhere = {RejectReason.TOO_LATE, RejectReason.REGISTER_OUT_OF_ORDER, RejectReason.IMPLAUSIBLE_VALUE,
-                 RejectReason.UNKNOWN_METER, RejectReason.FORBIDDEN}
+                 RejectReason.UNKNOWN_METER, RejectReason.FORBIDDEN, RejectReason.PROCESSING_ERROR}
     assert {c[2] for c in REJECTIONS} == set(RejectReason) - elsewhere
 
 
