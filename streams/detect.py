@@ -343,14 +343,15 @@ class HouseholdStates:
         return Step(household_id, [], monitor, encode_state(offset, monitor.dumps()))
 
     def recent_usage(self, household_id: str) -> dict | None:
-        """The household's recent use as its stored state has it (for the staff API), or None: no state, or
-        unreadable. Never raises. Loads the stored record and leaves the cache alone: a cached monitor may
-        be in the middle of a reading."""
+        """The household's recent use as its stored state has it (for the staff API), or None: no state, no
+        reading yet (the roster's time zone alone makes a state), or unreadable. Never raises. Loads the stored
+        record and leaves the cache alone: a cached monitor may be in the middle of a reading."""
         try:
             record = self.table.get(household_id.encode())
             if record is None:
                 return None
-            return self.monitor_loads(decode_state(record)[1]).recent_usage()
+            monitor = self.monitor_loads(decode_state(record)[1])
+            return monitor.recent_usage() if monitor.readings else None
         except Exception as exc:  # the ticket is still worth showing without it
             log.warning("recent usage unavailable: %s", type(exc).__name__)  # the type only, as for detectors
             return None

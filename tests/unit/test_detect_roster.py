@@ -45,12 +45,15 @@ def _topics() -> Topics:
                   notifications_pending=t("notifications.pending"))
 
 
-def _run(body, timezones: dict[str, str]):
+def _run(body, timezones: dict[str, str], app_states: list | None = None):
+    app_states = [] if app_states is None else app_states
+
     async def main():
         app = faust.App("t-detect-roster", broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False,
                         web_enabled=False)
         topics, table = _topics(), {}
         register_detect_agent(app, topics, table, DetectMetrics(), Settings(), timezones=timezones, clock=lambda: T0)
+        app_states.append(app.elderwatch_detect_states)
         await body(app.elderwatch_detect_handle, topics, table)
 
     asyncio.run(main())
@@ -131,3 +134,16 @@ def test_set_timezone_refuses_an_unknown_zone_and_changes_nothing():
     assert m.timezone == "Europe/London" and local_hour(m, 45) == 6
     assert HouseholdMonitor.loads(m.dumps()).timezone == "Europe/London"
     assert m.set_timezone("Asia/Shanghai") and HouseholdMonitor.loads(m.dumps()).timezone == "Asia/Shanghai"
+
+
+def test_a_state_made_by_the_roster_alone_shows_no_recent_usage():
+    """The staff API shows no usage for a household without readings, as before the roster made its state."""
+    states = []
+
+    async def body(handle, topics, table):
+        await handle(roster("Asia/Shanghai"), HH.encode(), Source("households.roster", 0, 0))
+        assert table and states[0].recent_usage(HH) is None
+        await handle(reading(0), HH.encode(), Source("readings.validated", 0, 0))
+        assert states[0].recent_usage(HH)["timezone"] == "Asia/Shanghai"
+
+    _run(body, {}, states)
