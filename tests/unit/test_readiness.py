@@ -216,3 +216,65 @@ def test_the_valid_alert_ratio_has_counters_that_sum_across_workers():
     # the per-worker gauges (1/3 and 1/1) averaged would say 0.67: that is why they are not for summing
     ratios = [w.registry.get_sample_value("elderwatch_tickets_valid_alert_ratio") for w in workers]
     assert ratios == [pytest.approx(1 / 3), 1.0]
+
+
+# -- a real faust agent (no broker: it reads an in-memory channel) -----------------------------------------------
+CRASH_A_FAUST_AGENT = """
+import asyncio, json, os, sys
+import faust
+from mode import CrashingSupervisor
+from prometheus_client import CollectorRegistry
+from streams.metrics import ReadinessMetrics
+from streams.readiness import Readiness
+
+async def main(restart):
+    app = faust.App("readiness-test", broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False,
+                    web_enabled=False, **({} if restart else {"agent_supervisor": CrashingSupervisor}))
+    channel = app.channel()
+
+    @app.agent(channel, name="boom")
+    async def boom(stream):
+        async for _ in stream:
+            raise RuntimeError("a bug")
+
+    r = Readiness(app, ReadinessMetrics(CollectorRegistry()), table_name="unused")
+    r.watch_agents()
+    app.flow_control.resume()
+    agent = app.agents["boom"]
+    await agent.start()
+    down = [r.down_agents()]
+    await channel.send(value=b"x")
+    for _ in range(200):  # until faust has marked the actor crashed and its supervisor has acted
+        await asyncio.sleep(0.05)
+        crashed = any(getattr(actor, "crashed", False) for actor in agent._actors)
+        if crashed and (not restart or not r.down_agents()):
+            break
+    down.append(r.down_agents())
+    crashes = r.metrics.registry.get_sample_value("elderwatch_agent_crashes_total", {"agent": "boom"})
+    print(json.dumps({"down": down, "crashes": crashes, "actors": len(agent._actors)}), flush=True)
+    os._exit(0)  # stopping a supervisor that has just restarted an actor can wait forever: not what is tested
+
+asyncio.run(main(sys.argv[1] == "restart"))
+"""
+
+
+def crash_a_faust_agent(mode: str) -> dict:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", CRASH_A_FAUST_AGENT, mode], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_real_faust_agent_that_raises_is_counted_and_replaced():
+    """What streams/readiness.py relies on in faust-streaming 0.15.3: the agent's ``_on_error`` is called, the
+    actor is marked crashed, the supervisor starts a new one in ``_actors``."""
+    assert crash_a_faust_agent("restart") == {"down": [[], []], "crashes": 1.0, "actors": 2}
+
+
+def test_a_real_faust_agent_that_is_not_restarted_stays_down():
+    assert crash_a_faust_agent("no-restart") == {"down": [[], ["boom"]], "crashes": 1.0, "actors": 1}
