@@ -13,8 +13,8 @@ Two workloads through ``detectors.offline`` (``read_readings`` -> ``detect_readi
 Each file is first read with ``read_readings`` alone (the baseline, same run, same code path);
 detector cost = (parse + detect) - parse.
 
-State per household: ``len(monitor.dumps())`` (zlib-compressed pickle: the changelog record),
-the uncompressed pickle, and tracemalloc of a dict of 15,000 live monitors divided by 15,000 --
+State per household: ``len(monitor.dumps())`` (zlib-compressed JSON: the changelog record),
+the uncompressed JSON, CPU time per ``dumps()`` and ``loads()``, and tracemalloc of a dict of 15,000 live monitors divided by 15,000 --
 after the 15,000 x ``--days`` run, and for the 500 households' states after 30 and 90 days
 (each state loaded 30 times to make 15,000 monitors).
 
@@ -26,13 +26,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
-import pickle
 import shlex
 import sys
 import tempfile
 import time
 import tracemalloc
+import zlib
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -44,6 +45,7 @@ if __package__ in (None, ""):  # run as a script: make the repo importable
 
 from bench.bench_detect_quality import detectors_hash, machine  # noqa: E402
 from detectors.monitor import HouseholdMonitor, MonitorConfig  # noqa: E402
+from detectors.state import VERSION as STATE_VERSION  # noqa: E402
 from detectors.offline import DetectStats, detect_readings, load_household_timezones, new_monitor, read_readings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,11 +136,30 @@ def size_stats(values: list[int]) -> dict:
     return {"n": len(values), "mean": float(a.mean()), "p95": float(np.percentile(a, 95)), "max": float(a.max())}
 
 
+def serialisation_us(blobs: list[bytes], repeat: int = 3) -> dict:
+    """CPU µs per ``dumps()`` (what the detect stage does for every reading) and per ``loads()`` (a cache
+    miss), best of ``repeat`` passes over (at most 200 of) the states."""
+    blobs = blobs[:200]
+    monitors = [HouseholdMonitor.loads(b) for b in blobs]
+    out = {}
+    for name, call, items in (("dumps", lambda m: m.dumps(), monitors), ("loads", HouseholdMonitor.loads, blobs)):
+        best = math.inf
+        for _ in range(repeat):
+            t = time.process_time()
+            for item in items:
+                call(item)
+            best = min(best, time.process_time() - t)
+        out[name] = 1e6 * best / len(items)
+    return out
+
+
 def state_sizes(states: dict[str, bytes]) -> dict:
-    """Changelog record and uncompressed pickle per household, and tracemalloc of 15,000 live monitors."""
+    """Changelog record and its uncompressed JSON per household, dumps/loads time, and tracemalloc of 15,000 live
+    monitors."""
     compressed = [len(b) for b in states.values()]
-    pickled = [len(pickle.dumps(HouseholdMonitor.loads(b), protocol=pickle.HIGHEST_PROTOCOL)) for b in states.values()]
+    uncompressed = [len(zlib.decompress(b)) for b in states.values()]  # the record's JSON text
     blobs = list(states.values())
+    timing = serialisation_us(blobs)
     copies = -(-FLEET // len(blobs))
     gc.collect()
     tracemalloc.start()
@@ -153,25 +174,26 @@ def state_sizes(states: dict[str, bytes]) -> dict:
     n = len(live)
     del live
     gc.collect()
-    return {"households_measured": len(blobs), "compressed": size_stats(compressed), "pickled": size_stats(pickled),
+    return {"households_measured": len(blobs), "compressed": size_stats(compressed), "json": size_stats(uncompressed),
+            "dumps_us": timing["dumps"], "loads_us": timing["loads"],
             "live_monitors": n, "copies_of_each": copies, "tracemalloc_bytes": current,
             "tracemalloc_per_household": current / n}
 
 
 def detector_breakdown(states: dict[str, bytes]) -> list[dict]:
-    """Per detector (in the monitor's order): mean pickled bytes and tracemalloc of the live object."""
+    """Per detector (in the monitor's order): mean bytes of its state's JSON and tracemalloc of the live object."""
     monitors = [HouseholdMonitor.loads(b) for b in states.values()]
     out = []
     for i, detector in enumerate(monitors[0].detectors):
-        blobs = [pickle.dumps(m.detectors[i], protocol=pickle.HIGHEST_PROTOCOL) for m in monitors]
+        blobs = [json.dumps(m.detectors[i].to_state(), separators=(",", ":")).encode() for m in monitors]
         gc.collect()
         tracemalloc.start()
-        live = [pickle.loads(b) for b in blobs]
+        live = [type(detector).from_state(json.loads(b)) for b in blobs]
         gc.collect()
         current, _ = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         del live
-        out.append({"detector": type(detector).__name__, "pickled_mean": sum(map(len, blobs)) / len(blobs),
+        out.append({"detector": type(detector).__name__, "json_mean": sum(map(len, blobs)) / len(blobs),
                     "memory_mean": current / len(blobs)})
     return out
 
@@ -296,26 +318,31 @@ def main(argv: list[str] | None = None) -> int:
               f"one core runs a day of the fleet in {per_day / steady / 60:.1f} min of detector time "
               f"(+ {per_day / results[0]['parse_readings_per_s'] / 60:.1f} min parsing a file).", "",
               "## Detector state per household", "",
-              "- changelog record: `len(monitor.dumps())`, the zlib-compressed pickle the detect stage stores;",
-              "- pickled: the same pickle uncompressed;",
+              "- changelog record: `len(monitor.dumps())`, the zlib-compressed JSON state record (format version "
+              f"{STATE_VERSION}, detectors/state.py) the detect stage stores;",
+              "- JSON: the same record uncompressed;",
+              "- dumps / loads: CPU µs per `monitor.dumps()` (the detect stage writes one for every reading) and per "
+              "`HouseholdMonitor.loads()` (a cache miss), best of 3 passes over up to 200 of the states;",
               f"- in memory: tracemalloc of a dict of {FLEET:,} live monitors (made with `HouseholdMonitor.loads`, as "
               f"the detect stage restores them; a state measured on fewer households is loaded several times) "
               f"divided by {FLEET:,}.", "",
               "| state after | households measured | changelog record, bytes: mean / p95 / max "
-              "| pickled, bytes: mean / p95 / max | in memory per household | × 15,000 (changelog / memory) |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "| JSON, bytes: mean / p95 / max | dumps / loads, µs | in memory per household "
+              "| × 15,000 (changelog / memory) |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for label, s in states.items():
-        c, p = s["compressed"], s["pickled"]
+        c, p = s["compressed"], s["json"]
         lines.append(f"| {label} | {s['households_measured']:,} | {c['mean']:,.0f} / {c['p95']:,.0f} / {c['max']:,.0f} "
                      f"| {p['mean']:,.0f} / {p['p95']:,.0f} / {p['max']:,.0f} "
+                     f"| {s['dumps_us']:,.0f} / {s['loads_us']:,.0f} "
                      f"| {s['tracemalloc_per_household'] / 1024:.1f} KiB "
                      f"| {c['mean'] * FLEET / 2**20:.0f} MiB / {s['tracemalloc_bytes'] * FLEET / s['live_monitors'] / 2**20:.0f} MiB |")
     if breakdown:
         lines += ["", f"By detector, {long['name']} states after {long['name'].split(' x ')[1]} (the rest of a "
                   f"monitor is its bookkeeping: per-meter clocks, ids, the open-episode set):", "",
-                  "| detector | pickled, bytes (mean) | in memory (mean) |", "|---|---:|---:|"]
+                  "| detector | state JSON, bytes (mean) | in memory (mean) |", "|---|---:|---:|"]
         for d in breakdown:
-            lines.append(f"| {d['detector']} | {d['pickled_mean']:,.0f} | {d['memory_mean'] / 1024:.1f} KiB |")
+            lines.append(f"| {d['detector']} | {d['json_mean']:,.0f} | {d['memory_mean'] / 1024:.1f} KiB |")
     lines += ["", f"Total bench time {total_s:.0f} s (including simulating {results[0]['name']}: "
               f"{results[0]['simulate_s']:.0f} s).", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)

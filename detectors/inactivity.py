@@ -44,7 +44,7 @@ import math
 
 from detectors.base import Detector, Finding, scored_once
 from detectors.rhythm import DecayingTopK, HourlyMean, Switches
-from detectors.state import BOOLEAN, DATETIME, INTEGER, NUMBER, list_of, meter_map, state_of
+from detectors.state import BOOLEAN, DATETIME, INTEGER, NUMBER, Codec, meter_map, state_of
 from schemas.anomaly import AnomalyKind, Severity
 
 _METERS = ("water", "electricity")
@@ -96,7 +96,7 @@ class InactivityDetector(Detector):
 
     STATE = {
         "_rates": meter_map(state_of(HourlyMean)), "_switches": state_of(Switches),
-        "_normal": meter_map(list_of(state_of(DecayingTopK))), "_since": DATETIME, "_since_hour": INTEGER,
+        "_normal": meter_map(Codec(DecayingTopK.many_to_state, DecayingTopK.many_from_state)), "_since": DATETIME, "_since_hour": INTEGER,
         "_surprise": meter_map(NUMBER), "_expected": meter_map(NUMBER), "_intervals": meter_map(INTEGER),
         "_flagged": BOOLEAN, "_seen": INTEGER, "_first": DATETIME,
     }

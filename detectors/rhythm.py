@@ -291,6 +291,33 @@ class DecayingTopK:
         top._at, top.n = optional(number)(at, where), integer(n, where)
         return top
 
+    @staticmethod
+    def many_to_state(tops: list["DecayingTopK"]) -> dict:
+        """Many alike (one ``k``, one half-life: a detector's 24 hours) as columns, the floats packed: a
+        third of the text of a list of :meth:`to_state`, and written several times faster."""
+        first = tops[0]
+        if any(t.k != first.k or t.half_life_days != first.half_life_days for t in tops):
+            raise ValueError("DecayingTopK.many_to_state: not alike")
+        return {"k": first.k, "half_life_days": first.half_life_days, "n": [t.n for t in tops],
+                "kept": [len(t._values) for t in tops],
+                "values": pack_floats([v for t in tops for v in t._values]),
+                "at": pack_floats([math.nan if t._at is None else t._at for t in tops])}
+
+    @classmethod
+    def many_from_state(cls, state, where: str = "DecayingTopK") -> list["DecayingTopK"]:
+        k, half_life_days = integer(entry(state, "k", where), where), number(entry(state, "half_life_days", where), where)
+        ns = [integer(n, where + ".n") for n in array(entry(state, "n", where), where + ".n")]
+        kept = [integer(c, where + ".kept") for c in array(entry(state, "kept", where), where + ".kept", len(ns))]
+        values = decode_floats(entry(state, "values", where), where + ".values", sum(kept))
+        ats = decode_floats(entry(state, "at", where), where + ".at", len(ns))
+        tops, i = [], 0
+        for n, c, at in zip(ns, kept, ats):
+            top = cls(k, half_life_days)
+            top._values, top._at, top.n = values[i:i + c], None if math.isnan(at) else at, n
+            tops.append(top)
+            i += c
+        return tops
+
 
 class Switches:
     """Tells someone switching an appliance on or off from the loads that run by themselves.
