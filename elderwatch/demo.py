@@ -104,6 +104,20 @@ def _metrics_page(port: int) -> str | None:
         return None
 
 
+def _wait_ready(port: int, worker: subprocess.Popen, stop: threading.Event, timeout_s: float = 120.0) -> bool:
+    """Wait until the worker's /ready says 200 (tables recovered, agents running); False on timeout or exit."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and worker.poll() is None and not stop.is_set():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:  # 503 (HTTPError is an OSError) or not answering yet
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def _by_label(page: str, sample: str, label: str) -> dict[str, float]:
     """``{label value: sample value}`` for one labelled sample of a /metrics page."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -560,6 +574,7 @@ def run_demo(*, seconds: float, households: int, days: int, speed: str) -> int:
         roster = _load_roster(households_csv, bootstrap, prefix)
         staff = watchers(roster)
         client = StaffClient(port, tokens)
+        _wait_ready(port, worker, stop)  # the console and the API answer 503 until the tables are recovered
         _print_loop_intro(client, roster, staff, prefix, tokens)
         print(f"staff console: http://127.0.0.1:{port}/  sign in with password '{DEMO_PASSWORD}' as "
               + ", ".join(sign_ins) + f" (users: {workdir / 'users.json'}; `elderwatch users --file ... add` for more)",

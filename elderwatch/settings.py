@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     partitions: int = Field(default=4, ge=1, description="Partitions of the keyed topics; fixes how far a deployment can scale out.")
     replication_factor: int = Field(default=1, ge=1)
     data_dir: Path = Field(default=Path("/tmp/elderwatch-worker"), description="Faust's local state directory.")
+    consumer_session_timeout_s: float = Field(default=60.0, ge=6, le=600, description="How long the group waits for a "
+                                              "silent worker (killed, paused) before its partitions move: bounds the "
+                                              "pause after a crash (faust's broker_session_timeout).")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535, description="Metrics (/metrics) and health (/health).")
     # Ingest

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import base64
 import logging
+import weakref
+from contextlib import contextmanager
 from collections.abc import Callable
 from datetime import datetime
 
 import faust
+from faust.streams import _current_event
 from pydantic import ValidationError
 
 from elderwatch.settings import Settings
@@ -22,7 +25,7 @@ from schemas.dead_letter import RejectReason
 from schemas.routing import RawOrigin, RoutedReading
 from streams.ingest import (Duplicate, Emitted, Enrolment, RegisterBaseline, Rejection, SeriesState, accept_reading,
                             parse_raw, resolve)
-from streams.guard import AgentGuard, DeadLetters, Source
+from streams.guard import AgentGuard, DeadLetters, Source, raw_bytes
 from streams.metrics import AgentMetrics, IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,37 @@ log = logging.getLogger(__name__)
 
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+#: ingest-normalize's batches: at most this many messages, or what arrived within this many seconds.
+NORMALIZE_BATCH, NORMALIZE_WITHIN_S = 500, 0.02
+
+
+class _Batch:
+    """One batch of ingest-normalize: each series' state loaded once, the sends to wait for, the states to write."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, SeriesState] = {}
+        self.changed: dict[str, object] = {}  # series key -> the (last) event that changed it
+        self.sent: list = []
+        self.event = None  # the event in hand
+
+    def state(self, series_key: str, table) -> SeriesState:
+        if series_key not in self.states:
+            self.states[series_key] = SeriesState.from_json(table.get(series_key))
+        return self.states[series_key]
+
+
+@contextmanager
+def _in_hand(event):
+    """faust writes a table key to the changelog partition of the event in hand (a context variable), which a
+    batch from ``take_events`` leaves unset. Private to faust, as streams/recovery.py's patches are: the
+    versions are pinned and checked at start."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def parse_routed(value: bytes | None, key: bytes | None) -> RoutedReading | Rejection:
@@ -106,22 +140,23 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
         await topics.by_household.send(key=reading.household_id.encode(),
                                        value=routed.model_dump_json(by_alias=True).encode())
 
-    async def normalize(value: bytes | None, key: bytes | None, source: Source) -> None:
+    async def normalize(value: bytes | None, key: bytes | None, source: Source, batch: "_Batch") -> None:
         routed = parse_routed(value, key)
         if isinstance(routed, Rejection):
             return await unreadable.send(value, key, routed.reason, routed.detail, stage="ingest.normalize",
                                          source=source, household_id=routed.household_id)
         reading = routed.reading
         series_key = f"{reading.household_id}/{reading.meter.value}"
-        state = SeriesState.from_json(series_table.get(series_key))
-        before = state.to_json()
+        state = batch.state(series_key, series_table)
+        if state.applied(source.offset):  # read again after a crash or rebalance: applied and sent already
+            metrics.redelivered.inc()
+            return
         outcome = accept_reading(state, reading, limits)
-        after = state.to_json()
-        if after != before:
-            series_table[series_key] = after  # reassigned, so the changelog is written
+        state.applied_offset = source.offset
+        batch.changed[series_key] = batch.event  # its changelog partition is the event's
         if isinstance(outcome, Emitted):
-            await topics.validated.send(key=reading.household_id.encode(),
-                                        value=outcome.reading.model_dump_json().encode())
+            batch.sent.append(await topics.validated.send(key=reading.household_id.encode(),
+                                                          value=outcome.reading.model_dump_json().encode()))
             metrics.valid.inc()
             metrics.emitted.inc()
         elif isinstance(outcome, RegisterBaseline):
@@ -131,10 +166,10 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
             metrics.duplicates.inc()
         else:  # rejected by the series rules: the raw message, with its raw coordinates
             origin = routed.origin
-            await dead_letters.send(origin.value(), origin.key(), outcome.reason, outcome.detail,
-                                    stage="ingest.normalize",
-                                    source=Source(origin.topic, origin.partition, origin.offset, origin.timestamp_ms),
-                                    household_id=outcome.household_id)
+            batch.sent.append(await dead_letters.send(
+                origin.value(), origin.key(), outcome.reason, outcome.detail, stage="ingest.normalize",
+                source=Source(origin.topic, origin.partition, origin.offset, origin.timestamp_ms),
+                household_id=outcome.household_id))
 
     @app.agent(topics.raw, name="ingest-validate")
     async def ingest_validate(stream):
@@ -142,7 +177,22 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
 
     @app.agent(topics.by_household, name="ingest-normalize")
     async def ingest_normalize(stream):
-        await normalize_guard.run(stream, normalize)
+        # In batches: what the batch's readings became (validated readings, dead letters) is acknowledged by
+        # the broker before the states that say they were applied are written. A crash in between repeats
+        # readings (duplicates that detection ignores: not newer than its meter's last), never loses one; a
+        # message the restored state has applied (by offset) is skipped, not judged again. Output and
+        # changelog are separate sends of one producer: nothing else orders their arrival.
+        async for events in stream.take_events(NORMALIZE_BATCH, within=NORMALIZE_WITHIN_S):
+            batch = _Batch()
+            for event in events:
+                batch.event = event
+                await normalize_guard.handle(event.message, raw_bytes(event.value), raw_bytes(event.key),
+                                             lambda value, key, source: normalize(value, key, source, batch))
+            for sent in batch.sent:
+                await sent
+            for series_key, event in batch.changed.items():
+                with _in_hand(event):
+                    series_table[series_key] = batch.states[series_key].to_json()  # reassigned: changelog written
 
     app.elderwatch_agents = (ingest_validate, ingest_normalize)
 

@@ -75,6 +75,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.consumer_session_timeout_s,
         producer_acks=-1,
         web_enabled=True,
         web_host=settings.web_host,

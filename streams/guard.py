@@ -64,16 +64,18 @@ class DeadLetters:
         self.topic, self.clock, self.counted = topic, clock, counted
 
     async def send(self, value: bytes | None, key: bytes | None, reason: RejectReason, detail: str, *, stage: str,
-                   source: Source, household_id: str | None = None) -> None:
+                   source: Source, household_id: str | None = None):
+        """Send the envelope; returns the send's future (await it to know the broker has the envelope)."""
         envelope = DeadLetter.for_message(value, key, reason, detail, stage=stage, topic=source.topic,
                                           partition=source.partition, offset=source.offset, at=self.clock(),
                                           timestamp_ms=source.timestamp_ms, household_id=household_id)
-        await self.topic.send(key=household_id.encode() if household_id else None,
-                              value=envelope.model_dump_json().encode())
+        sent = await self.topic.send(key=household_id.encode() if household_id else None,
+                                     value=envelope.model_dump_json().encode())
         if self.counted is not None:
             self.counted(reason)
         # Reason and coordinates only: the payload may describe a person's day.
         log.info("dead-lettered %s: %s", source, reason.value)
+        return sent
 
 
 #: handler(value, key, source): process one message

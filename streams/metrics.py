@@ -36,6 +36,8 @@ class IngestMetrics:
         self.valid = Counter("elderwatch_ingest_valid", "Readings accepted (emitted or absorbed as a register baseline).", registry=r)
         self.emitted = Counter("elderwatch_ingest_emitted", "Interval readings written to readings.validated.", registry=r)
         self.duplicates = Counter("elderwatch_ingest_duplicates", "Readings dropped as exact duplicates (household, meter, ts).", registry=r)
+        self.redelivered = Counter("elderwatch_ingest_redelivered", "Messages of readings.by-household read again after "
+                                   "a crash or rebalance and skipped: their series had applied them (by offset).", registry=r)
         self.dead_lettered = Counter("elderwatch_ingest_dead_lettered", "Messages written to readings.deadletter.",
                                      ["reason"], registry=r)
         self.register_baselines = Counter("elderwatch_ingest_register_baselines",

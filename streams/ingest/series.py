@@ -83,18 +83,35 @@ class SeriesState:
     recent_ms: list[int] = field(default_factory=list)  # accepted timestamps within the horizon, ascending
     register: float | None = None  # high-water mark of the register series
     register_ms: int | None = None  # time of the latest register read
+    # Offset (readings.by-household) of the last message applied to this series: the stream stage
+    # skips a message at or below it, redelivered after a crash (Quix keeps the offset in each key's
+    # state for the same reason). Without it a redelivered reading older than the horizon behind what
+    # the restored state has seen would be dead-lettered as too_late although it was emitted.
+    applied_offset: int | None = None
 
     def to_json(self) -> dict:
         # Every reading rewrites this record in the changelog, so keep it short: the timestamps as
         # runs of equal steps ([first, step, count]); a regular meter's 48 hours is a single run.
-        return {"n": self.newest_ms, "t": _as_runs(self.recent_ms), "r": self.register, "rt": self.register_ms}
+        data = {"n": self.newest_ms, "t": _as_runs(self.recent_ms), "r": self.register, "rt": self.register_ms}
+        if self.applied_offset is not None:
+            data["o"] = self.applied_offset
+        return data
 
     @classmethod
     def from_json(cls, data: dict | None) -> "SeriesState":
         if not data:
             return cls()
         return cls(newest_ms=data.get("n"), recent_ms=_from_runs(data.get("t", [])),
-                   register=data.get("r"), register_ms=data.get("rt"))
+                   register=data.get("r"), register_ms=data.get("rt"), applied_offset=data.get("o"))
+
+    def applied(self, offset: int) -> bool:
+        """Was the message at ``offset`` (readings.by-household) already applied to this series?
+
+        >>> state = SeriesState(applied_offset=41)
+        >>> state.applied(41), state.applied(42), SeriesState().applied(0)
+        (True, False, False)
+        """
+        return self.applied_offset is not None and offset <= self.applied_offset
 
     def _seen(self, t: int) -> bool:
         i = bisect.bisect_left(self.recent_ms, t)
