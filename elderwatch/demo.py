@@ -453,9 +453,13 @@ def _start_worker(workdir: Path, bootstrap: str, households_csv: Path) -> tuple[
            "ELDERWATCH_DATA_DIR": str(workdir / "worker"), "ELDERWATCH_HOUSEHOLDS_FILE": str(households_csv),
            "ELDERWATCH_TICKET_TIMER_INTERVAL_S": "2",
            **{f"ELDERWATCH_ACK_TIMEOUT_{severity.upper()}_MIN": str(m) for severity, m in _DEMO_ACK_TIMEOUT_MIN.items()}}
+    from elderwatch.localkafka import _die_with_parent_preexec
+
+    # Its own session (Ctrl-C reaches the demo, which stops it in order), but killed with the demo if
+    # the demo is killed outright: a worker left behind would keep a port and a consumer group.
     worker = subprocess.Popen([sys.executable, "-m", "elderwatch.cli", "worker"], env=env,
                               stdout=open(workdir / "worker.log", "wb"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
+                              start_new_session=True, preexec_fn=_die_with_parent_preexec(os.getpid()))
     return worker, port, f"{app_id}."
 
 

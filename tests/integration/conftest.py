@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from elderwatch.localkafka import free_port
+from elderwatch.localkafka import _die_with_parent_preexec, free_port
 from streams.metrics import read_counts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,8 +46,10 @@ class WorkerProcess:
     def start(self, timeout: float = 90.0) -> "WorkerProcess":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
+        # Killed with the test process if it dies first (a timeout, a SIGKILL): no worker outlives its test.
         self.process = subprocess.Popen([sys.executable, "-m", "elderwatch.cli", "worker"], cwd=REPO, env=self.env,
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=_die_with_parent_preexec(os.getpid()))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

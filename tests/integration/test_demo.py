@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -28,8 +29,12 @@ def _demo(kafka_bootstrap: str, *args: str, on_line=None) -> subprocess.Complete
                 on_line(line)
         process.wait(timeout=240)
     finally:
-        if process.poll() is None:
-            process.kill()
+        if process.poll() is None:  # the test failed mid-run: stop the demo as Ctrl-C would, so it stops its worker
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
     reader.join(timeout=10)
     return subprocess.CompletedProcess(process.args, process.returncode, "".join(lines), "".join(errors))
 
