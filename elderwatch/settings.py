@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     households_file: Path | None = Field(default=None, description="households.csv (its timezone column); read once at start.")
     detection_config: Path | None = Field(default=None, description="detection.toml from `elderwatch tune`: sensitivity "
                                                                    "per kind and warm-up; read once at start.")
+    migrate_pickled_state: bool = Field(default=False, description="Load detector states stored as pickles by "
+                                        "earlier versions (only our state classes, by an allow-list), re-saved as JSON. "
+                                        "Off: such a household counts as unreadable and relearns.")
     # Tickets
     ticket_timer_interval_s: float = Field(default=10.0, gt=0, description="How often deadlines are checked.")
     ack_timeout_high_min: float = Field(default=15.0, gt=0, description="Minutes a high-severity dispatch waits for an acknowledgement before escalating.")

@@ -313,6 +313,8 @@ class HouseholdStates:
                 monitor = self.monitor_loads(monitor_state)
             except StateFormatError as exc:
                 self.unreadable_states += 1
+                if self.metrics is not None:
+                    self.metrics.unreadable_states.inc()
                 # the reason names a field or a version, never a reading or the household
                 log.warning("unreadable detector state, the household starts afresh: %s", exc)
                 zone = self.timezones.get(household_id, self.default_timezone)

@@ -79,6 +79,9 @@ class DetectMetrics:
         r = self.registry
         self.received = Counter("elderwatch_detect_received", "Messages read from readings.validated.", registry=r)
         self.processed = Counter("elderwatch_detect_processed", "Readings given to their household's monitor.", registry=r)
+        self.unreadable_states = Counter("elderwatch_detect_unreadable_states", "Stored household states that could "
+                                         "not be read (damaged, an unknown version, a pickle without "
+                                         "ELDERWATCH_MIGRATE_PICKLED_STATE): the household starts afresh.", registry=r)
         self.redelivered = Counter("elderwatch_detect_redelivered",
                                    "Readings already in the household's state (a redelivery after a restart): skipped.",
                                    registry=r)

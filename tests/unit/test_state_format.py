@@ -353,11 +353,15 @@ def test_the_detect_stage_starts_a_household_afresh_on_a_record_it_cannot_read_a
               "newer": encode_state(7, dump_record({**v1, "version": VERSION + 1})),
               "too short": b"\x00\x01"}[stored]
     table = {b"hh-000001": record}
-    states = _detect_stage(table)
+    from streams.metrics import DetectMetrics
+
+    metrics = DetectMetrics()
+    states = _detect_stage(table, metrics=metrics)
     if stored != "too short":
         assert states.process(_reading("hh-000001", after, 0), 7) is None  # a redelivery: still skipped
     step = states.process(_reading("hh-000001", after, 1), 8)
     assert states.unreadable_states == (2 if stored != "too short" else 1)
+    assert metrics.unreadable_states._value.get() == states.unreadable_states  # on /metrics too
     assert step.monitor.readings == 1 and step.warnings == []  # relearning from its first reading
     states.store(step)
     offset, monitor_record = decode_state(table[b"hh-000001"])
