@@ -33,3 +33,12 @@ def test_dependencies_point_one_way(package):
     wrong = {str(path.relative_to(REPO)): sorted(_imports(path) - ALLOWED[package])
              for path in sorted((REPO / package).rglob("*.py"))}
     assert {path: names for path, names in wrong.items() if names} == {}
+
+
+def test_test_modules_have_unique_names():
+    """pytest imports test modules by basename (no packages under tests/): two files of one name stop the
+    whole collection, in CI only if a cache hides it locally."""
+    names: dict[str, list[str]] = {}
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        names.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert {name: paths for name, paths in names.items() if len(paths) > 1} == {}
