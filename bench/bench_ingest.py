@@ -25,7 +25,7 @@ from pathlib import Path
 from elderwatch.feed import canonical_messages, feed, with_mess
 from elderwatch.localkafka import bootstrap_or_start, create_topics, free_port
 from elderwatch.simulator import simulate
-from streams.metrics import read_counts
+from streams.metrics import read_counts, settled
 from streams.topics import partition_plan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def _settled(port: int) -> float | None:
             c = read_counts(response.read().decode())
     except OSError:
         return None
-    return c.get("valid", 0) + c.get("duplicates", 0) + c.get("dead_lettered", 0)
+    return settled(c)
 
 
 def _measure(command: list[str], env: dict, port: int, total: int, log: Path, timeout: float = 900) -> dict:

@@ -63,7 +63,7 @@ from pathlib import Path
 
 from detectors.monitor import MonitorConfig
 from elderwatch.staff_client import StaffClient
-from streams.metrics import read_counts
+from streams.metrics import read_counts, settled
 
 _COLUMNS = ("received", "valid", "duplicates", "dead_lettered")
 _STATUS_EVERY_S = 2.0
@@ -134,8 +134,7 @@ def _value(page: str, sample: str) -> float | None:
 
 
 def _in_flight(counts: dict[str, float]) -> int:
-    settled = counts.get("valid", 0) + counts.get("duplicates", 0) + counts.get("dead_lettered", 0)
-    return int(counts.get("received", 0) - settled)
+    return int(counts.get("received", 0) - settled(counts))
 
 
 def _detect_behind(page: str) -> int:

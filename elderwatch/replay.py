@@ -128,7 +128,7 @@ def run_replay(*, file: Path, namespace: str, speed: str = "max", households: in
     from elderwatch.demo import _detect_behind, _metrics_page
     from elderwatch.feed import canonical_messages, feed, paced, parse_speed
     from elderwatch.localkafka import free_port
-    from streams.metrics import read_counts
+    from streams.metrics import read_counts, settled
     from streams.topics import HOUSEHOLDS_ROSTER, READINGS_RAW, full_name
 
     settings = settings or Settings()
@@ -194,8 +194,7 @@ def run_replay(*, file: Path, namespace: str, speed: str = "max", households: in
         while time.monotonic() < deadline and not stop.is_set():  # detection catches up with what was sent
             page = _metrics_page(port) or page
             counts = read_counts(page)
-            settled = counts.get("valid", 0) + counts.get("duplicates", 0) + counts.get("dead_lettered", 0)
-            if counts.get("received", 0) >= sent_now[0] and settled >= counts.get("received", 0) and \
+            if counts.get("received", 0) >= sent_now[0] and settled(counts) >= counts.get("received", 0) and \
                     _detect_behind(page) == 0:
                 break
             time.sleep(1.0)

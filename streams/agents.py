@@ -148,11 +148,17 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
         reading = routed.reading
         series_key = f"{reading.household_id}/{reading.meter.value}"
         state = batch.state(series_key, series_table)
-        if state.applied(source.offset):  # read again after a crash or rebalance: applied and sent already
+        origin = routed.origin
+        # Read again after a crash or rebalance of this stage (same offset) or of ingest-validate (the raw
+        # message sent here again): applied and sent already, so not judged again (it would be too_late).
+        if state.applied(source.offset):
             metrics.redelivered.inc()
             return
+        if state.applied_raw(origin.partition, origin.offset):  # received twice, applied once
+            metrics.raw_redelivered.inc()
+            return
         outcome = accept_reading(state, reading, limits)
-        state.applied_offset = source.offset
+        state.note_applied(source.offset, origin.partition, origin.offset)
         batch.changed[series_key] = batch.event  # its changelog partition is the event's
         if isinstance(outcome, Emitted):
             batch.sent.append(await topics.validated.send(key=reading.household_id.encode(),
@@ -165,7 +171,6 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
         elif isinstance(outcome, Duplicate):
             metrics.duplicates.inc()
         else:  # rejected by the series rules: the raw message, with its raw coordinates
-            origin = routed.origin
             batch.sent.append(await dead_letters.send(
                 origin.value(), origin.key(), outcome.reason, outcome.detail, stage="ingest.normalize",
                 source=Source(origin.topic, origin.partition, origin.offset, origin.timestamp_ms),

@@ -1,7 +1,9 @@
 """Prometheus metrics of the ingest and detect stages.
 
 Ingest identity that must hold once the pipeline is drained (tested):
-    received = valid + duplicate + dead_lettered
+    received = valid + duplicate + dead_lettered + raw_redelivered
+(``raw_redelivered`` is zero unless a worker crashed or partitions moved: a raw message read twice is
+received twice and applied once.)
 and ``valid = emitted + register_baselines`` (a first or reset register read is valid but
 carries no interval of use, so nothing is emitted for it).
 
@@ -38,6 +40,9 @@ class IngestMetrics:
         self.duplicates = Counter("elderwatch_ingest_duplicates", "Readings dropped as exact duplicates (household, meter, ts).", registry=r)
         self.redelivered = Counter("elderwatch_ingest_redelivered", "Messages of readings.by-household read again after "
                                    "a crash or rebalance and skipped: their series had applied them (by offset).", registry=r)
+        self.raw_redelivered = Counter("elderwatch_ingest_raw_redelivered", "Messages of readings.raw read again by "
+                                       "ingest-validate after a crash or rebalance, then skipped by ingest-normalize: "
+                                       "their series had applied that raw offset.", registry=r)
         self.dead_lettered = Counter("elderwatch_ingest_dead_lettered", "Messages written to readings.deadletter.",
                                      ["reason"], registry=r)
         self.register_baselines = Counter("elderwatch_ingest_register_baselines",
@@ -237,6 +242,15 @@ class AgentMetrics:
 
 
 AgentMetrics._by_registry = weakref.WeakKeyDictionary()
+
+
+def settled(counts: dict[str, float]) -> float:
+    """The right-hand side of the ingest identity: received messages that reached an outcome.
+
+    >>> settled({"received": 7, "valid": 3, "duplicates": 1, "dead_lettered": 2, "raw_redelivered": 1})
+    7.0
+    """
+    return float(sum(counts.get(term, 0) for term in ("valid", "duplicates", "dead_lettered", "raw_redelivered")))
 
 
 def read_counts(text: str, stage: str = "ingest") -> dict[str, float]:

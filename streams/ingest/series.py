@@ -88,6 +88,10 @@ class SeriesState:
     # state for the same reason). Without it a redelivered reading older than the horizon behind what
     # the restored state has seen would be dead-lettered as too_late although it was emitted.
     applied_offset: int | None = None
+    # The same for readings.raw, per raw partition (a series' readings come from one raw partition
+    # unless the utility re-keys its feed): ingest-validate, restarted or rebalanced, sends the raw
+    # messages since its last commit to readings.by-household again, at new offsets there.
+    raw_offsets: dict[int, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         # Every reading rewrites this record in the changelog, so keep it short: the timestamps as
@@ -95,6 +99,8 @@ class SeriesState:
         data = {"n": self.newest_ms, "t": _as_runs(self.recent_ms), "r": self.register, "rt": self.register_ms}
         if self.applied_offset is not None:
             data["o"] = self.applied_offset
+        if self.raw_offsets:
+            data["ro"] = {str(partition): offset for partition, offset in self.raw_offsets.items()}
         return data
 
     @classmethod
@@ -102,7 +108,8 @@ class SeriesState:
         if not data:
             return cls()
         return cls(newest_ms=data.get("n"), recent_ms=_from_runs(data.get("t", [])),
-                   register=data.get("r"), register_ms=data.get("rt"), applied_offset=data.get("o"))
+                   register=data.get("r"), register_ms=data.get("rt"), applied_offset=data.get("o"),
+                   raw_offsets={int(partition): offset for partition, offset in data.get("ro", {}).items()})
 
     def applied(self, offset: int) -> bool:
         """Was the message at ``offset`` (readings.by-household) already applied to this series?
@@ -112,6 +119,21 @@ class SeriesState:
         (True, False, False)
         """
         return self.applied_offset is not None and offset <= self.applied_offset
+
+    def applied_raw(self, partition: int, offset: int) -> bool:
+        """Was the readings.raw message at (``partition``, ``offset``) already applied to this series?
+
+        >>> state = SeriesState(raw_offsets={3: 41})
+        >>> state.applied_raw(3, 41), state.applied_raw(3, 42), state.applied_raw(0, 7)
+        (True, False, False)
+        """
+        newest = self.raw_offsets.get(partition)
+        return newest is not None and offset <= newest
+
+    def note_applied(self, offset: int, raw_partition: int, raw_offset: int) -> None:
+        self.applied_offset = offset
+        if raw_partition >= 0:  # -1: not from a topic partition (HTTP rejections never get this far)
+            self.raw_offsets[raw_partition] = raw_offset
 
     def _seen(self, t: int) -> bool:
         i = bisect.bisect_left(self.recent_ms, t)

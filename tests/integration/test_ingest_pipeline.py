@@ -150,3 +150,43 @@ def test_ten_thousand_messy_messages_are_all_accounted_for(ingest_worker):
         got[(reading["household_id"], reading["meter"], datetime.fromisoformat(reading["ts"]).isoformat(),
              reading["value"])] += 1
     assert got == expected
+
+
+def _routed(household: str, ts: datetime, raw_offset: int, raw_topic: str) -> bytes:
+    """A message of readings.by-household as ingest-validate writes it, sent from raw (partition 0, raw_offset)."""
+    from schemas.readings import MeterReading
+    from schemas.routing import RawOrigin, RoutedReading
+
+    reading = MeterReading(household_id=household, meter="water", ts=ts, value=12.5)
+    raw = reading.model_dump_json().encode()
+    routed = RoutedReading(form="interval", interval_reading=reading, origin=RawOrigin(
+        topic=raw_topic, partition=0, offset=raw_offset, value_b64=base64.b64encode(raw).decode()))
+    return routed.model_dump_json(by_alias=True).encode()
+
+
+def test_raw_messages_sent_again_by_validate_are_skipped_not_dead_lettered(ingest_worker):
+    # ingest-validate, restarted or rebalanced, sends the raw messages since its last commit downstream
+    # again, at new offsets of readings.by-household. Four days of a series, then its first ten raw
+    # messages again: applied already, so skipped and counted (older than the 48 h de-duplication
+    # horizon they used to be dead-lettered too_late). A reading the utility really sent twice, at a new
+    # raw offset, is still judged: too_late.
+    household, raw_topic = "hh-sent-again", ingest_worker.topic("readings.raw")
+    before = wait_for_counts(ingest_worker, lambda c: True)
+    start = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    series = [(household.encode(), _routed(household, start + i * STEP, 1000 + i, raw_topic)) for i in range(4 * 96)]
+    sent_again = series[:10]
+    resent_by_utility = [(household.encode(), _routed(household, start, 5000, raw_topic))]
+    produce(ingest_worker.bootstrap, ingest_worker.topic("readings.by-household"), series + sent_again + resent_by_utility)
+
+    def delta(c, name):
+        return c.get(name, 0) - before.get(name, 0)
+
+    counts = wait_for_counts(ingest_worker, lambda c: delta(c, "raw_redelivered") + delta(c, "valid")
+                             + delta(c, "dead_lettered") >= len(series) + len(sent_again) + 1)
+    assert delta(counts, "valid") == len(series)
+    assert delta(counts, "raw_redelivered") == len(sent_again)
+    assert delta(counts, "dead_lettered") == 1 and delta(counts, "duplicates") == 0
+    letters = [loads(r) for r in consume(ingest_worker.bootstrap, ingest_worker.topic("readings.deadletter"),
+                                         expected=MALFORMED + 1)]
+    mine = [d for d in letters if d.get("household_id") == household]
+    assert [(d["reason"], d["source_offset"]) for d in mine] == [("too_late", 5000)]
