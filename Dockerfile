@@ -12,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 
 # Only what `pip install .` needs (README.m[d] is optional: the glob copies it when present).
-COPY pyproject.toml README.m[d] ./
+COPY pyproject.toml requirements.lock README.m[d] ./
 COPY schemas/ schemas/
 COPY streams/ streams/
 COPY detectors/ detectors/
@@ -20,7 +20,9 @@ COPY dispatch/ dispatch/
 COPY elderwatch/ elderwatch/
 COPY replay_data/ replay_data/
 
-RUN pip install . \
+# The lock as constraints: the exact versions streams/recovery.py was verified with (the worker refuses
+# others at start), without the test extras the lock also pins.
+RUN pip install -c requirements.lock . \
     && rm -rf build *.egg-info
 
 # Non-root. /data is the mount point for simulated/replayed files: created here and owned by
@@ -33,7 +35,7 @@ RUN groupadd --system --gid 10001 elderwatch \
 USER elderwatch
 WORKDIR /home/elderwatch
 
-# Metrics (/metrics) and health (/health); set ELDERWATCH_WEB_HOST=0.0.0.0 to reach them from outside.
+# Metrics (/metrics), liveness (/health) and readiness (/ready); set ELDERWATCH_WEB_HOST=0.0.0.0 to reach them from outside.
 EXPOSE 6066
 
 ENTRYPOINT ["elderwatch"]

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     consumer_session_timeout_s: float = Field(default=60.0, ge=6, le=600, description="How long the group waits for a "
                                               "silent worker (killed, paused) before its partitions move: bounds the "
                                               "pause after a crash (faust's broker_session_timeout).")
+    broker_wait_s: float = Field(default=300.0, ge=0, description="How long a starting worker waits for Kafka to "
+                                 "answer (retrying, one log line per try) before it exits 1: a worker started "
+                                 "before its broker, or during a broker restart, waits instead of crashing.")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535, description="Metrics (/metrics) and health (/health).")
     # Ingest

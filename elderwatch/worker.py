@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 from importlib import metadata
 
@@ -54,6 +55,42 @@ def ensure_topics(settings: Settings) -> None:
                   config={name: {"cleanup.policy": "compact"} for name in changelogs})
 
 
+def ensure_topics_when_kafka_answers(settings: Settings, *, ensure: Callable[[Settings], None] = ensure_topics,
+                                     sleep: Callable[[float], None] = time.sleep,
+                                     clock: Callable[[], float] = time.monotonic) -> None:
+    """:func:`ensure_topics`, retried while Kafka does not answer (a worker started before its broker, or
+    while the broker restarts), for at most ``settings.broker_wait_s``; then one line and exit 1.
+
+    >>> tries = []
+    >>> def ensure(_):
+    ...     tries.append(1)
+    ...     if len(tries) < 3:
+    ...         raise KafkaTimeoutError("Unable to bootstrap")
+    >>> from kafka.errors import KafkaTimeoutError
+    >>> ensure_topics_when_kafka_answers(Settings(broker_wait_s=60), ensure=ensure, sleep=lambda s: None)
+    >>> len(tries)
+    3
+    """
+    from kafka.errors import BrokerNotAvailableError, KafkaConnectionError, KafkaTimeoutError
+
+    log = logging.getLogger(__name__)
+    began, delay = clock(), 1.0
+    while True:
+        try:
+            return ensure(settings)
+        except (KafkaTimeoutError, KafkaConnectionError, BrokerNotAvailableError) as exc:
+            waited = clock() - began
+            if waited + delay > settings.broker_wait_s:
+                print(f"elderwatch worker: Kafka at {settings.kafka_bootstrap_servers} did not answer for "
+                      f"{waited:.0f} s ({type(exc).__name__}); giving up (ELDERWATCH_BROKER_WAIT_S="
+                      f"{settings.broker_wait_s:g})", file=sys.stderr)
+                raise SystemExit(1) from None
+            log.warning("Kafka at %s does not answer (%s); trying again in %.0f s (waited %.0f of %g s)",
+                        settings.kafka_bootstrap_servers, type(exc).__name__, delay, waited, settings.broker_wait_s)
+            sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
 def refuse_unverified_versions(environ: Mapping[str, str] = os.environ, **check) -> None:
     """Exit 2 with one line when the versions differ (unless the override is set: then a warning)."""
     problem = check_versions(**check)
@@ -73,7 +110,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
 
     from streams.app import create_app
 
-    ensure_topics(settings)
+    ensure_topics_when_kafka_answers(settings)
     app = create_app(settings)
     # Faust's own logs are chatty at info; ours say what happened to which message, never its content.
     logging.getLogger("faust").setLevel(logging.WARNING)

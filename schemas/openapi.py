@@ -298,7 +298,10 @@ PATH_PARAMETERS = {
 
 _STATUS = {400: "Invalid body or query: nothing changed", 401: "No or unknown credentials",
            403: "The caller does not look after this household", 404: "Unknown ticket or household",
-           409: "Not allowed now (the error says what is): nothing changed"}
+           409: "Not allowed now (the error says what is): nothing changed",
+           503: "Cannot be answered correctly here now, the error says why: this worker's tables are still "
+                "recovering, the household's partition is moving or its worker did not answer, or a list "
+                "while several workers share the partitions. Nothing changed; retry after Retry-After"}
 
 
 def _schema_of(models: list[tuple[type[BaseModel], str]]) -> tuple[dict, dict]:
@@ -340,9 +343,13 @@ def _document() -> dict:
         responses = {"200": response("Done", r.ok)}
         if r.pending:
             responses["202"] = response("Sent, not yet visible (after 5 s)", Pending)
-        errors = set(r.errors) | ({401} if r.auth else set()) | ({400} if r.request or r.query else set())
+        # every authenticated route reads a table first (streams.staff_api.owner_of): 503 while it cannot
+        errors = set(r.errors) | ({401, 503} if r.auth else set()) | ({400} if r.request or r.query else set())
         for status in sorted(errors):
             responses[str(status)] = response(_STATUS[status], ErrorBody)
+        if "503" in responses:
+            responses["503"]["headers"] = {"Retry-After": {"description": "Seconds to wait before trying again",
+                                                           "schema": {"type": "integer"}}}
         op["responses"] = responses
         if not r.auth:
             op["security"] = []

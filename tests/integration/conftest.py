@@ -44,12 +44,19 @@ class WorkerProcess:
         return f"{self.prefix}.{name}"
 
     def start(self, timeout: float = 90.0) -> "WorkerProcess":
+        return self.launch().wait_healthy(timeout)
+
+    def launch(self) -> "WorkerProcess":
+        """Start the process without waiting for it (a worker started while its broker is down)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         # Killed with the test process if it dies first (a timeout, a SIGKILL): no worker outlives its test.
         self.process = subprocess.Popen([sys.executable, "-m", "elderwatch.cli", "worker"], cwd=REPO, env=self.env,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                         preexec_fn=_die_with_parent_preexec(os.getpid()))
+        return self
+
+    def wait_healthy(self, timeout: float = 90.0) -> "WorkerProcess":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

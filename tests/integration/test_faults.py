@@ -15,7 +15,13 @@ set after hard kills; faust's stress suite counts gaps and duplicates the same w
   without a problem and are exactly the tickets the desk's rules open for those warnings offline.
 
 Scenarios (each ~1 min on two cores): a worker killed with SIGKILL mid-stream and started again;
-a second worker joining mid-stream and leaving again (a rebalance each way).
+a second worker joining mid-stream and leaving again (a rebalance each way); a worker paused with
+SIGSTOP past its session timeout while another takes over, then resumed; a worker started while its
+broker is down, then the broker killed (SIGKILL) and restarted mid-stream.
+
+Besides the topics, the checker holds the detectors' states (the last record per household on the
+detect stage's changelog) against an offline replay's, and every ticket command's ack: each ticket
+opened once, no command (an escalation's deadline is in its key) applied twice.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from pathlib import Path
 import pytest
 from conftest import WorkerProcess, produce
 
-from detectors.offline import detect_file
+from detectors.monitor import HouseholdMonitor
+from detectors.offline import detect_file, new_monitor
 from dispatch.audit import rebuild
 from dispatch.desk import HouseholdDesk, RosterRules, handle
 from elderwatch.feed import canonical_messages, with_mess
@@ -41,9 +48,11 @@ from elderwatch.roster import read_households_file
 from elderwatch.simulator import simulate
 from elderwatch.topic_reader import read_acks, read_to_end
 from schemas.anomaly import AnomalyWarning
-from schemas.tickets import TicketCommand
+from schemas.tickets import AckResult, TicketCommand
 from streams.ingest import Rejection, parse_raw
+from streams.detect import decode_state
 from streams.metrics import read_counts
+from streams.tables import DETECT_STATE, changelog_topic
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)  # the ingest clock for the ledger: nothing is "in the future"
 
@@ -56,13 +65,26 @@ def ledger(tmp_path_factory) -> dict:
     clean = sorted(canonical_messages(readings), key=lambda m: m.ts)
     messages = list(with_mess(clean, fraction=0.03, seed=5))
     garbage = sum(isinstance(parse_raw(m.value, now=NOW), Rejection) for m in messages)
-    warnings = [w.model_dump_json() for w in detect_file(readings, households)]
+    monitors = {}  # the offline monitors, to hold the stage's restored states against
+
+    def remembered(household_id, zone, config):
+        monitors[household_id] = new_monitor(household_id, zone, config)
+        return monitors[household_id]
+
+    warnings = [w.model_dump_json() for w in detect_file(readings, households, monitor_factory=remembered)]
     assert warnings and garbage and len(messages) > len(clean) + garbage, "the ledger must have all three kinds"
     roster = read_households_file(households)[0]
     return {"messages": [(m.key, m.value) for m in messages], "readings": {_reading_key(json.loads(m.value))
                                                                            for m in clean},
             "garbage": garbage, "warnings": warnings, "tickets": _offline_tickets(warnings, roster),
-            "households": households, "roster": roster}
+            "households": households, "roster": roster,
+            "states": {household: _comparable(monitor.to_state()) for household, monitor in monitors.items()}}
+
+
+def _comparable(state: dict) -> dict:
+    # Ended episodes wait in the state until taken: the stage takes them after every reading (as
+    # condition_cleared commands, which the ticket check covers); the offline replay never does.
+    return {name: value for name, value in state.items() if name != "cleared"}
 
 
 def _reading_key(reading: dict) -> tuple:
@@ -158,9 +180,38 @@ def check(bootstrap: str, prefix: str, ledger: dict) -> dict:
     audit = rebuild(acks)
     assert not unreadable and not audit.problems, (unreadable, audit.problems[:5])
     assert set(audit.tickets) == ledger["tickets"], (sorted(set(audit.tickets) ^ ledger["tickets"]))
+    # Every command changed its ticket at most once: each ticket opened once, each escalation (its
+    # deadline is in the command's key) applied once, however often the command was read.
+    applied = Counter((a.ticket_id, a.idempotency_key) for a in acks if a.by == "tickets" and a.result == AckResult.APPLIED)
+    assert max(applied.values(), default=1) == 1, [key for key, n in applied.items() if n > 1][:5]
+    opened = Counter(a.ticket_id for a in acks if a.by == "tickets" and a.result == AckResult.APPLIED
+                     and a.ticket is not None and a.ticket.version == 0)
+    assert set(opened) == ledger["tickets"] and set(opened.values()) == {1}, opened
+
+    # The detectors' state, as the stage's changelog holds it last, is the offline replay's.
+    latest = {r.key.decode(): r.value for r in read_to_end(bootstrap, [changelog_topic(prefix, DETECT_STATE)])}
+    states = {household: _comparable(HouseholdMonitor.loads(decode_state(record)[1]).to_state())
+              for household, record in latest.items() if record is not None}
+    assert states.keys() == ledger["states"].keys()
+    differing = [household for household in states if states[household] != ledger["states"][household]]
+    assert not differing, "state after recovery differs from the offline replay: " + "; ".join(
+        f"{household} at {_first_difference(states[household], ledger['states'][household])}" for household in differing)
     return {"readings_repeated": sum(n - 1 for n in validated.values()),
             "dead_letters_repeated": len(letters) - len(by_source),
             "warnings_repeated": sum(n - 1 for n in streamed.values())}
+
+
+def _first_difference(streamed, offline, path: str = "") -> str:
+    """Where two JSON-like values first differ, e.g. ``detectors.night.mean: 0.5 != 0.25``."""
+    if isinstance(streamed, dict) and isinstance(offline, dict):
+        for key in sorted(streamed.keys() | offline.keys(), key=str):
+            if streamed.get(key) != offline.get(key):
+                return _first_difference(streamed.get(key), offline.get(key), f"{path}.{key}" if path else str(key))
+    if isinstance(streamed, list) and isinstance(offline, list) and len(streamed) == len(offline):
+        for i, (a, b) in enumerate(zip(streamed, offline)):
+            if a != b:
+                return _first_difference(a, b, f"{path}[{i}]")
+    return f"{path}: {str(streamed)[:120]} != {str(offline)[:120]}"
 
 
 def test_a_worker_killed_mid_stream_loses_nothing(kafka_bootstrap, tmp_path, ledger):
@@ -206,3 +257,76 @@ def test_a_second_worker_joins_and_leaves_mid_stream(kafka_bootstrap, tmp_path, 
             second.stop()
     repeated = check(kafka_bootstrap, prefix, ledger)
     print(f"after a join and a leave: {repeated}")
+
+
+def test_a_worker_paused_past_its_session_rejoins_and_loses_nothing(kafka_bootstrap, tmp_path, ledger):
+    # SIGSTOP: the process is alive but silent (a long GC pause, a frozen VM), so the group gives its
+    # partitions to the other worker. Resumed, it still holds a batch it was working on and finds
+    # itself out of the group: what it writes then may repeat readings, never lose one.
+    prefix = f"f{uuid.uuid4().hex[:8]}"
+    messages = ledger["messages"]
+    half = len(messages) // 2
+    first = _worker(kafka_bootstrap, prefix, tmp_path / "first", ledger).start()
+    second = None
+    try:
+        produce(kafka_bootstrap, first.topic("readings.raw"), messages[:half])
+        _until(lambda: _counts(first).get("processed", 0) >= half * 0.3, timeout=300, what="30 % through",
+               log=first.log_tail)
+        os.killpg(first.process.pid, signal.SIGSTOP)
+        try:
+            second = _worker(kafka_bootstrap, prefix, tmp_path / "second", ledger).start()
+            # the group waits out the session timeout (10 s), then the second worker has every partition
+            _until(lambda: _counts(second).get("processed", 0) > 0, timeout=300, what="taken over by the second worker",
+                   log=second.log_tail)
+        finally:
+            os.killpg(first.process.pid, signal.SIGCONT)
+        produce(kafka_bootstrap, first.topic("readings.raw"), messages[half:])
+        second.stop()  # the resumed worker must have rejoined: it alone finishes the feed
+        _drained(kafka_bootstrap, prefix, first)
+        assert first.process.poll() is None, first.log_tail()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    repeated = check(kafka_bootstrap, prefix, ledger)
+    print(f"after SIGSTOP and SIGCONT: {repeated}")
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    """A broker of this test's own, to stop and kill without disturbing the session's."""
+    from elderwatch.localkafka import LocalKafka
+
+    broker = LocalKafka(log_path=tmp_path / "broker.log")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def test_a_worker_started_before_its_broker_and_a_broker_killed_mid_stream_lose_nothing(own_broker, tmp_path,
+                                                                                         ledger):
+    prefix = f"f{uuid.uuid4().hex[:8]}"
+    messages = ledger["messages"]
+    half = len(messages) // 2
+    own_broker.stop(keep_data=True)
+    worker = _worker(own_broker.address, prefix, tmp_path / "worker", ledger).launch()
+    try:
+        time.sleep(5)  # the worker tries, fails, waits (ELDERWATCH_BROKER_WAIT_S) instead of crashing
+        assert worker.process.poll() is None, worker.log_tail()
+        own_broker.start()
+        worker.wait_healthy(timeout=120)
+        produce(own_broker.address, worker.topic("readings.raw"), messages[:half])
+        _until(lambda: _counts(worker).get("processed", 0) >= half * 0.3, timeout=300, what="30 % through",
+               log=worker.log_tail)
+        own_broker.kill()  # a crash: no controlled shutdown, clients see connections drop
+        time.sleep(3)
+        own_broker.start()
+        produce(own_broker.address, worker.topic("readings.raw"), messages[half:])
+        _drained(own_broker.address, prefix, worker)
+        assert worker.process.poll() is None, worker.log_tail()
+    finally:
+        worker.stop()
+    repeated = check(own_broker.address, prefix, ledger)
+    print(f"after a late broker and a broker crash: {repeated}")

@@ -240,7 +240,7 @@ def test_worker_serves_health_and_metrics_outside_the_container():
     published = [str(p) for p in worker.get("ports", [])]
     assert any(p.split(":")[-1].split("/")[0] == port for p in published), published
     healthcheck = " ".join(str(part) for part in worker["healthcheck"]["test"])
-    assert f"localhost:{port}/health" in healthcheck
+    assert f"localhost:{port}/ready" in healthcheck, "the feed waits for a worker that serves, not one still recovering"
     assert "curl" not in healthcheck and "wget" not in healthcheck, "python:3.11-slim has neither"
     exposed = " ".join(rest for kw, rest in _dockerfile_instructions() if kw == "EXPOSE").split()
     assert port in [e.split("/")[0] for e in exposed]
@@ -369,7 +369,8 @@ def test_dockerfile_base_image_and_non_root_user():
     users = [rest for kw, rest in instructions if kw == "USER"]
     assert users and users[-1] not in ("root", "0"), "the image must run as a non-root user"
     runs = " ".join(rest for kw, rest in instructions if kw == "RUN")
-    assert "pip install ." in runs
+    # the image installs the versions the worker checks at start (streams/recovery.py's VERIFIED_WITH)
+    assert "pip install -c requirements.lock ." in runs
 
 
 def test_dockerfile_copies_paths_that_exist():

@@ -85,7 +85,8 @@ def test_every_ref_resolves_inside_the_document():
 def test_errors_and_bodies_are_described():
     doc = openapi_document()
     handle = doc["paths"]["/api/v1/tickets/{ticket_id}/handle"]["post"]
-    assert set(handle["responses"]) == {"200", "202", "400", "401", "403", "404", "409"}
+    assert set(handle["responses"]) == {"200", "202", "400", "401", "403", "404", "409", "503"}
+    assert "Retry-After" in handle["responses"]["503"]["headers"]
     assert {p["name"] for p in handle["parameters"]} == {"ticket_id", "Idempotency-Key"}
     body = _resolve(doc, handle["requestBody"]["content"]["application/json"]["schema"]["$ref"])
     assert body["required"] == ["notes"] and body["additionalProperties"] is False
