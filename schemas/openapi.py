@@ -300,8 +300,9 @@ _STATUS = {400: "Invalid body or query: nothing changed", 401: "No or unknown cr
            403: "The caller does not look after this household", 404: "Unknown ticket or household",
            409: "Not allowed now (the error says what is): nothing changed",
            503: "Cannot be answered correctly here now, the error says why: this worker's tables are still "
-                "recovering, the household's partition is moving or its worker did not answer, or a list "
-                "while several workers share the partitions. Nothing changed; retry after Retry-After"}
+                "recovering, the household's partition is moving or its worker did not answer, or (a list "
+                "gathered from several workers) not every partition could be answered. Nothing changed; retry "
+                "after Retry-After"}
 
 
 def _schema_of(models: list[tuple[type[BaseModel], str]]) -> tuple[dict, dict]:

@@ -14,8 +14,13 @@ Otherwise 503 with the reasons. ``elderwatch_ready`` is the same answer as a gau
 
 Several workers share the ``tickets-households`` table by partition. :meth:`Readiness.owner` says where a
 household's partition is active (this worker, another worker's URL, or nobody now), from faust's
-assignor (``app.router.key_store``, which ``app.table_route`` uses); :meth:`Readiness.list_refusal` refuses
-a list unless this worker holds every partition: a list from some partitions would be silently partial.
+assignor (``app.router.key_store``, which ``app.table_route`` uses): the staff API and the console forward
+a request about one household there. A list (every household the caller may see) is gathered
+(:mod:`streams.gather`): :meth:`Readiness.gather_plan` gives the partitions active here and, from faust's
+``app.router.table_metadata``, the partitions every other worker holds; :meth:`Readiness.partition_of` keeps
+the local answer to this worker's active partitions (with standby replicas the in-memory table also holds
+other workers' partitions, possibly behind). A gather that does not cover every partition exactly once is a
+503 with the reason, never a partial list.
 """
 
 from __future__ import annotations
@@ -24,11 +29,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+from yarl import URL
+
 log = logging.getLogger(__name__)
 
 RECOVERING = "recovering: table recovery of this worker's partitions has not ended"
-LISTS_NEED_EVERY_PARTITION = ("several workers: lists need every partition of the tickets-households table; "
-                              "not built: scatter-gather")
+FORWARDED_LIST = ("several workers: a forwarded list is not gathered again (it needs every partition on the "
+                  "worker that receives it)")
+ASSIGNMENT_CHANGING = "several workers: the partition assignment is changing (rebalancing)"
 NO_OWNER = "several workers: the household's partition has no worker now (rebalancing)"
 
 
@@ -122,13 +131,38 @@ class Readiness:
     def holds_every_partition(self) -> bool:
         return len(self.table_partitions()) == self.partition_count()
 
-    def list_refusal(self) -> str | None:
-        """Why a list (every household the caller may see) cannot be answered here; None if it can."""
-        if not self.recovered():
-            return RECOVERING
-        if not self.holds_every_partition():
-            return LISTS_NEED_EVERY_PARTITION
-        return None
+    def partition_of(self, household_id: str) -> int:
+        """The table partition of ``household_id``: the one :meth:`owner` (faust's ``key_store``) looks up."""
+        table = self._table()
+        topic = table.changelog_topic.get_topic_name()
+        key = table.changelog_topic.prepare_key(household_id.encode(), None)[0]
+        try:
+            partition = self.app.producer.key_partition(topic, key).partition
+        except Exception:  # the producer has no metadata for the topic yet
+            partition = None
+        if partition is None:  # what the producer's partitioner (aiokafka's default) would say
+            partition = (murmur2(key) & 0x7FFFFFFF) % self.partition_count()
+        return partition
+
+    def gather_plan(self) -> tuple[list[int], dict[str, list[int]]]:
+        """(the table's partitions active here, {another worker's URL: its active partitions}) for a list.
+
+        From faust's assignor: ``app.router.table_metadata`` is the last assignment's distribution of the
+        changelog's active partitions over the workers' URLs. Raises :class:`Unavailable` while recovering, or
+        when that distribution disagrees with this worker's own assignment (a rebalance is under way)."""
+        self.ensure_recovered()
+        local = self.table_partitions()
+        topic = self._table().changelog_topic.get_topic_name()
+        own = _ident(self.app.conf.canonical_url)
+        peers: dict[str, list[int]] = {}
+        for url, topics in self.app.router.table_metadata(self.table_name).items():
+            partitions = sorted(set(topics.get(topic, ())))
+            if _ident(URL(str(url))) == own:
+                if partitions != local:
+                    raise Unavailable(ASSIGNMENT_CHANGING)
+            elif partitions:
+                peers[str(url)] = partitions
+        return local, peers
 
     def owner(self, household_id: str) -> Remote | None:
         """None if the household's partition is active here; :class:`Remote` if on another worker.
@@ -150,5 +184,5 @@ def _ident(url) -> tuple[str, int]:
     return (url.host if url.scheme else url.path) or "", int(url.port or 80)
 
 
-__all__ = ["Readiness", "Remote", "Unavailable", "RECOVERING", "LISTS_NEED_EVERY_PARTITION", "NO_OWNER",
+__all__ = ["Readiness", "Remote", "Unavailable", "RECOVERING", "FORWARDED_LIST", "ASSIGNMENT_CHANGING", "NO_OWNER",
            "agent_name", "live_actors"]

@@ -43,8 +43,12 @@ Readiness and several workers (:mod:`streams.readiness`), checked before anythin
   ``app.table_route`` does, with its body (faust's own forwarding drops it) and a
   ``X-Elderwatch-Forwarded`` header; a forwarded request that finds the partition gone again, or a
   partition with no worker now, is a 503 with the reason;
-- the ticket list needs every partition: a worker that does not hold them all answers 503 ("several
-  workers: lists need every partition ...; not built: scatter-gather"), never a partial list with 200.
+- the ticket list is gathered (:mod:`streams.gather`, :meth:`StaffApi.gather_desks`): this worker's
+  answer from its active partitions, every other worker's from theirs over ``GET /internal/v1/desks``
+  with the caller's own credentials (the peer authenticates the caller itself: a token, ``X-Staff-Id``
+  in development, or a console session through :attr:`StaffApi.session_user`). Unless together they
+  answer every partition exactly once: 503 with the reason (rebalancing, a worker did not answer, a
+  worker did not know the caller), never a partial list with 200. A forwarded list is not gathered again.
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ from schemas.openapi import (ROUTES, TICKET_ACTIONS, ActionResult, AwayRequest, 
 from schemas.households import STAFF_ID_PATTERN
 from schemas.tickets import AwayMode, TicketCommand
 from schemas.users import Role, User
+from streams.gather import (CREDENTIAL_HEADERS, INTERNAL_DESKS_PATH, PeerAnswer, PeerHttp, answer_of, fetch_desks,
+                            internal_answer, merge)
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +165,12 @@ class StaffApi:
         self.readiness = readiness  # streams.readiness.Readiness; None: one worker, always recovered (unit tests)
         self.wait_s, self.poll_s = wait_s, poll_s
         self.document = openapi_document()
+        #: cookies -> the console's signed-in User (or None); set by the console when it is registered, so the
+        #: internal desks route authenticates a console caller's session as the console would.
+        self.session_user: Callable[[Any], User | None] | None = None
+        #: (peer URL, credential headers) -> (status, JSON body): a peer's answer to the internal desks route;
+        #: set at registration (streams.gather.fetch_desks). None: this worker cannot gather.
+        self.fetch_desks: Callable[[str, dict], Awaitable[tuple[int, Any]]] | None = None
 
     # -- reading ----------------------------------------------------------------------------
     def visible_desks(self, user: User) -> list[HouseholdDesk]:
@@ -171,11 +183,82 @@ class StaffApi:
                 desks.update((d.household_id, d) for d in self.desks.of_community(community))
         return [desks[h] for h in sorted(desks) if may_see(user, desks[h])]
 
-    async def list_tickets(self, caller: User, query, body: bytes) -> tuple[int, Any]:
+    def local_desks(self, user: User, partitions) -> list[HouseholdDesk]:
+        """:meth:`visible_desks` of the table partitions ``partitions`` only (those active here: with standby
+        replicas the table also holds other workers' partitions)."""
+        wanted = set(partitions)
+        return [d for d in self.visible_desks(user) if self.readiness.partition_of(d.household_id) in wanted]
+
+    async def gather_desks(self, user: User, credentials: dict[str, str] | None = None, *,
+                           forwarded: bool = False) -> list[HouseholdDesk]:
+        """:meth:`visible_desks` over every partition of the table, whichever worker holds it (:mod:`streams.gather`):
+        this worker's active partitions and every other worker's, asked with the caller's ``credentials``. ApiError
+        403 for a role that sees no households, 503 with the reason when not every partition is answered."""
+        from streams.readiness import ASSIGNMENT_CHANGING, FORWARDED_LIST, Unavailable
+
+        readiness = self.readiness
+        if readiness is None:  # one worker (unit tests)
+            return self.visible_desks(user)
+        if user.role not in CARING_ROLES:
+            raise ApiError(403, f"the {user.role.value} role sees no households")
+        try:
+            readiness.ensure_recovered()
+            if readiness.holds_every_partition():
+                return self.visible_desks(user)
+            if forwarded:
+                raise Unavailable(FORWARDED_LIST)
+            local, peers = readiness.gather_plan()
+            mine = self.local_desks(user, local)
+            if peers and self.fetch_desks is None:
+                raise Unavailable("several workers: this worker cannot ask the others (no HTTP client)")
+            results = await asyncio.gather(*(self._ask(url, credentials or {}, user) for url in peers),
+                                           return_exceptions=True)
+            answers: dict[str, PeerAnswer] = {}
+            for url, result in zip(peers, results):
+                if isinstance(result, BaseException):
+                    raise result
+                answers[url] = result
+            if not readiness.recovered() or readiness.table_partitions() != local:
+                raise Unavailable(ASSIGNMENT_CHANGING)  # a rebalance began while the peers answered
+            return merge(readiness.partition_count(), local, mine, peers, answers)
+        except Unavailable as exc:
+            raise ApiError(503, exc.reason) from None
+
+    async def _ask(self, url: str, credentials: dict[str, str], user: User) -> PeerAnswer:
+        status, body = await self.fetch_desks(url, credentials)
+        return answer_of(url, status, body, user)
+
+    def internal_desks(self, headers, cookies) -> tuple[int, Any]:
+        """``GET /internal/v1/desks``: the caller's visible desks of the partitions active here, for a peer's gather.
+
+        The caller is authenticated here exactly as this worker's API would (``Authorization``, ``X-Staff-Id`` in
+        development) or, without those, as its console would (the session cookie, :attr:`session_user`). Never
+        gathers itself."""
+        from streams.readiness import Unavailable
+
+        readiness = self.readiness
+        try:
+            if readiness is not None:
+                readiness.ensure_recovered()
+            caller = self.auth.caller(headers)
+            if caller is None and self.session_user is not None:
+                caller = self.session_user(cookies)
+            if caller is None:
+                raise ApiError(401, "authentication required: the caller's own credentials")
+            if readiness is None:
+                return 200, internal_answer([], self.visible_desks(caller), caller)
+            partitions = readiness.table_partitions()
+            return 200, internal_answer(partitions, self.local_desks(caller, partitions), caller)
+        except Unavailable as exc:
+            raise ApiError(503, exc.reason) from None
+
+    async def list_tickets(self, caller: User, query, body: bytes, *, credentials: dict[str, str] | None = None,
+                           forwarded: bool = False) -> tuple[int, Any]:
         state = query.get("state", "open")
         if state not in ("open", "all"):
             raise ApiError(400, "state: expected 'open' or 'all'")
-        tickets = [t for desk in self.visible_desks(caller)
+        desks = await self.gather_desks(caller, credentials, forwarded=forwarded)
+        tickets = [t for desk in desks
                    for t in (desk.open_tickets() if state == "open" else desk.tickets.values())]
         return 200, TicketList(tickets=_newest_first(tickets))
 
@@ -356,6 +439,10 @@ def register_staff_api(app: faust.App, desks, settings: Settings, *,
     api = StaffApi(desks, StaffAuth.from_settings(settings), duty_desk=settings.duty_desk,
                    recent_usage=recent_usage, readiness=readiness)
     api.forward = lambda url, request, body: _forward(app, url, request, body)
+    api.peer_http = PeerHttp()  # the gather's and the console's worker-to-worker client (no cookie jar)
+    api.fetch_desks = lambda url, credentials: fetch_desks(api.peer_http.session(), url, credentials)
+    install_internal(app.web.web_app, api)
+    app.web.web_app.on_cleanup.append(api.peer_http.close)
     table = handlers(api)
     wanted = {r.operation_id for r in ROUTES}
     if set(table) != wanted:
@@ -371,7 +458,26 @@ def register_staff_api(app: faust.App, desks, settings: Settings, *,
     return api
 
 
-#: Operations that read every household the caller may see: they need every partition.
+def install_internal(web_app, api: StaffApi) -> None:
+    """``GET /internal/v1/desks`` (:meth:`StaffApi.internal_desks`) on an aiohttp application."""
+    from aiohttp import web
+
+    async def internal_desks(request):
+        started = time.monotonic()
+        try:
+            status, answer = api.internal_desks(request.headers, request.cookies)
+        except ApiError as exc:
+            status, answer = exc.status, {"error": exc.message}
+        except Exception:
+            log.exception("staff API: internal-desks failed")
+            status, answer = 500, {"error": "internal error"}
+        log.info("staff API: internal-desks -> %s (%.0f ms)", status, 1000 * (time.monotonic() - started))
+        return web.json_response(answer, status=status, headers={"Retry-After": "5"} if status == 503 else None)
+
+    web_app.router.add_route("GET", INTERNAL_DESKS_PATH, internal_desks)
+
+
+#: Operations that read every household the caller may see: gathered from every partition's worker.
 LIST_OPERATIONS = frozenset({"list_tickets"})
 FORWARDED = "X-Elderwatch-Forwarded"
 MOVED = "several workers: the household's partition moved again while this request was forwarded (rebalancing)"
@@ -386,10 +492,8 @@ def owner_of(api: StaffApi, route: Route, path: dict, request) -> Any:
     if readiness is None or not route.auth:  # one worker (unit tests); the OpenAPI document reads no table
         return None
     try:
-        if route.operation_id in LIST_OPERATIONS:
-            reason = readiness.list_refusal()
-            if reason:
-                raise Unavailable(reason)
+        if route.operation_id in LIST_OPERATIONS:  # gathered from every partition's worker (gather_desks)
+            readiness.ensure_recovered()
             return None
         household_id = path.get("household_id") or path.get("ticket_id", "").split("/", 1)[0]
         if not household_id:
@@ -434,6 +538,10 @@ def _method(api: StaffApi, route: Route, handler: Callable):
                                if not api.auth.trusts_header else "authentication required: X-Staff-Id header")
             body = await request.read() if route.request else b""
             extra = {"client_key": request.headers.get("Idempotency-Key") or None} if route.idempotency_key else {}
+            if route.operation_id in LIST_OPERATIONS:  # the caller's own credentials, for the other workers
+                extra = {"credentials": {k: request.headers[k] for k in CREDENTIAL_HEADERS
+                                         if k != "Cookie" and request.headers.get(k)},
+                         "forwarded": bool(request.headers.get(FORWARDED))}
             status, answer = await handler(caller, request.query, body, **path, **extra)
         except ApiError as exc:
             status, answer = exc.status, ErrorBody(error=exc.message)
@@ -449,4 +557,4 @@ def _method(api: StaffApi, route: Route, handler: Callable):
     return method
 
 
-__all__ = ["register_staff_api", "StaffApi", "StaffAuth", "ApiError", "handlers"]
+__all__ = ["register_staff_api", "install_internal", "StaffApi", "StaffAuth", "ApiError", "handlers"]

@@ -1,10 +1,10 @@
 """The console's pages: plain aiohttp handlers on the worker's web server, over the staff API's methods.
 
-Every read and every action goes through :class:`streams.staff_api.StaffApi` (``visible_desks``,
-``get_ticket``, ``get_household``, ``ticket_action``, ``set_away``, ``end_away``): the same access rule
-(:func:`dispatch.access.may_see`), the same state machine first, the same idempotency keys, so the
-console and the API cannot disagree. The console adds people's things: a session instead of a
-token, forms instead of JSON, Chinese and English, a page per question.
+Every read and every action goes through :class:`streams.staff_api.StaffApi` (``gather_desks``: its
+``visible_desks`` over every worker; ``get_ticket``, ``get_household``, ``ticket_action``, ``set_away``,
+``end_away``): the same access rule (:func:`dispatch.access.may_see`), the same state machine first, the
+same idempotency keys, so the console and the API cannot disagree. The console adds people's things: a
+session instead of a token, forms instead of JSON, Chinese and English, a page per question.
 
 Per request (:meth:`Console.page` wraps every handler):
 
@@ -15,11 +15,20 @@ Per request (:meth:`Console.page` wraps every handler):
 3. a POST: the Origin header, when present, must be this site's; the form's ``csrf`` must be the
    session's token (the sign-in form: the anonymous cookie's). Otherwise 403, nothing done;
 4. a role the page is not for: 403; a list or household page that cannot be answered correctly here now
-   (tables recovering, a list without every partition, a household on another worker): 503 with the
-   reason and ``Retry-After`` (:meth:`Console._check_available`);
+   (tables recovering, a list whose partitions could not all be gathered): 503 with the reason and
+   ``Retry-After`` (:meth:`Console._check_available`);
 5. the handler; an action redirects back with a flash message (POST-redirect-GET);
 6. the log line: the page's name and the status. No ids, no notes, no user (this is about
    vulnerable people's lives; the API logs the same way).
+
+Several workers (:mod:`streams.readiness`): the list pages (my tickets, its fragment, the supervisor's page)
+are gathered from every worker's partitions (:meth:`streams.staff_api.StaffApi.gather_desks` with the
+session cookie as the credentials: every worker needs the same users file and ``ELDERWATCH_SECRET_KEY``);
+a page about one household whose partition is another worker's (:data:`HOUSEHOLD_PAGES`, their forms too)
+is forwarded there once signed in here (:meth:`Console._elsewhere`): method, path and query, body, the
+cookies, Content-Type, Origin and Host, and ``X-Elderwatch-Forwarded``; its answer (status, type, body,
+``Location``, ``Set-Cookie``) is ours. The owner checks the form's CSRF token, the role and the access rule
+exactly as for its own page. A forwarded page is never forwarded again (503, as the API).
 
 Every response carries a Content-Security-Policy allowing only this site's own script and styles,
 ``Cache-Control: no-store`` on pages (they show households), and a referrer only to this site.
@@ -39,7 +48,10 @@ from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
+import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
 
 from dispatch.tickets import ALLOWED, TERMINAL, State
 from elderwatch.console import labels
@@ -54,7 +66,7 @@ from elderwatch.console.stats import supervisor_stats
 from elderwatch.settings import Settings
 from schemas.openapi import TICKET_ACTIONS
 from schemas.users import Role, User
-from streams.staff_api import ApiError
+from streams.staff_api import FORWARDED, MOVED, ApiError
 
 log = logging.getLogger("elderwatch.console")
 
@@ -67,10 +79,16 @@ PAGE_ACTIONS = ("acknowledge", "escalate", "handle", "snooze", "feedback", "canc
 CARING = frozenset({Role.STAFF, Role.SUPERVISOR})
 
 
-#: Console pages that list every household the user may see (they need every partition of the table).
+#: Console pages that list every household the user may see (gathered from every partition's worker).
 LIST_PAGES = frozenset({"tickets", "tickets-fragment", "supervisor"})
-#: Console pages about one household (its partition must be on this worker).
+#: Console pages about one household (answered by its partition's worker: forwarded there if not this one).
 HOUSEHOLD_PAGES = frozenset({"ticket", "ticket-action", "household", "away", "away-end"})
+#: Request headers a forwarded page carries to the household's worker (and Host, and the forwarded marker).
+FORWARD_REQUEST_HEADERS = ("Cookie", "Content-Type", "Origin", "Accept", "If-None-Match")
+#: Response headers of the household's worker passed on (besides Content-Type; Set-Cookie: every one).
+FORWARD_RESPONSE_HEADERS = ("Location", "Retry-After", "ETag")
+SESSIONS_DIFFER = ("several workers: the household's worker did not accept this session: every worker needs the "
+                   "same ELDERWATCH_SECRET_KEY and users file")
 
 
 class PageError(Exception):
@@ -132,6 +150,9 @@ class Console:
         self.deadletter_topic = f"{prefix}readings.deadletter"
         self.history_limit = asyncio.Semaphore(4)  # at most this many ack-topic reads at once
         self.public_origin = _origin(settings.public_url)
+        #: (owner URL, request) -> (status, headers, body): a household page as its worker answers it; set by
+        #: register_console (:func:`forward_page`). None: such a page is a 503.
+        self.forward: Callable[[URL, web.Request], Awaitable[tuple[int, CIMultiDict, bytes]]] | None = None
 
     # -- routes --------------------------------------------------------------------------------
     def routes(self) -> list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]]:
@@ -157,6 +178,7 @@ class Console:
              roles: frozenset | set | None = None, fragment: bool = False):
         async def serve(request: web.Request) -> web.StreamResponse:
             ctx = self._context(request)
+            forwarded = ""
             try:
                 if signed_in and ctx.user is None:
                     if fragment or request.method != "GET":
@@ -164,12 +186,17 @@ class Console:
                     target = request.path_qs if request.path != "/" else None
                     response = redirect("/signin" + (f"?{urlencode({'next': target})}" if target else ""))
                 else:
-                    if request.method == "POST":
-                        await self._check_post(ctx)
-                    if roles is not None and (ctx.user is None or ctx.user.role not in roles):
-                        raise PageError(403, labels.N_("This page is not for your role."))
-                    self._check_available(name, request)
-                    response = await handler(ctx)
+                    response = await self._elsewhere(name, ctx)  # before the form is read: its worker checks it
+                    if response is not None:
+                        ctx.cookies.clear()  # the household's worker answered with its own cookies
+                        forwarded = " (forwarded to the household's worker)"
+                    else:
+                        if request.method == "POST":
+                            await self._check_post(ctx)
+                        if roles is not None and (ctx.user is None or ctx.user.role not in roles):
+                            raise PageError(403, labels.N_("This page is not for your role."))
+                        self._check_available(name, request)
+                        response = await handler(ctx)
             except PageError as exc:
                 response = self.error_page(ctx, exc.status, exc.message, fragment=fragment)
                 if exc.status == 503:
@@ -179,44 +206,81 @@ class Console:
                 log.debug("console: %s failed", name, exc_info=True)
                 response = self.error_page(ctx, 500, None, fragment=fragment)
             self._finish(ctx, response)
-            log.info("console: %s -> %s", name, response.status)
+            log.info("console: %s -> %s%s", name, response.status, forwarded)
             return response
         return serve
 
     # -- readiness and several workers (streams/readiness.py) ---------------------------------------
     def _check_available(self, name: str, request: web.Request) -> None:
-        """503 while the worker recovers its tables, for a list without every partition here, or for a household
-        whose partition is another worker's (the console does not forward: the API does). Never a partial page."""
+        """503 while the worker recovers its tables, for a list or a household page. Never a partial page (a list
+        that cannot be gathered from every partition is a 503 too: :meth:`_desks`)."""
         readiness = getattr(self.api, "readiness", None)
         if readiness is None or (name not in LIST_PAGES and name not in HOUSEHOLD_PAGES):
             return
         from streams.readiness import Unavailable
 
         try:
-            if name in LIST_PAGES:
-                reason = readiness.list_refusal()
-                if reason:
-                    raise Unavailable(reason)
-                return
-            info = request.match_info
-            household_id = info.get("household_id") or info.get("ticket_id", "").split("/", 1)[0]
-            if readiness.owner(household_id) is not None:
-                raise Unavailable("several workers: this household is on another worker; the console does not "
-                                  "forward (the staff API does)")
+            readiness.ensure_recovered()
         except Unavailable as exc:
             raise PageError(503, exc.reason) from None
 
+    async def _elsewhere(self, name: str, ctx: Ctx) -> web.StreamResponse | None:
+        """A household page whose partition is another worker's, as that worker answers it; None: answered here.
+
+        503 while recovering, with no worker for the partition, for a forwarded request that would be forwarded
+        again, when the worker does not answer, or does not know the session (another secret key)."""
+        readiness = getattr(self.api, "readiness", None)
+        if readiness is None or name not in HOUSEHOLD_PAGES:
+            return None
+        from streams.readiness import Unavailable
+
+        request = ctx.request
+        info = request.match_info
+        household_id = info.get("household_id") or info.get("ticket_id", "").split("/", 1)[0]
+        try:
+            owner = readiness.owner(household_id)
+        except Unavailable as exc:
+            raise PageError(503, exc.reason) from None
+        if owner is None:
+            return None
+        if request.headers.get(FORWARDED):
+            raise PageError(503, MOVED)  # never forwarded twice: two workers that disagree would bounce it
+        if self.forward is None:
+            raise PageError(503, "several workers: this household is on another worker and this console cannot "
+                                 "forward")
+        status, headers, body = await self.forward(owner.url, request)
+        location = headers.get("Location", "")
+        if ctx.user is not None and (status == 401 or (status in (302, 303) and location.startswith("/signin"))):
+            raise PageError(503, SESSIONS_DIFFER)  # signed in here, not there: it would send them round in circles
+        response = web.Response(status=status, body=body)
+        if "Content-Type" in headers:
+            response.headers["Content-Type"] = headers["Content-Type"]
+        for header in FORWARD_RESPONSE_HEADERS:
+            if header in headers:
+                response.headers[header] = headers[header]
+        for cookie in headers.getall("Set-Cookie", ()):
+            response.headers.add("Set-Cookie", cookie)
+        return response
+
     # -- request context, POST checks, responses -------------------------------------------------
-    def _context(self, request: web.Request) -> Ctx:
-        session = self.sessions.read(request.cookies.get(SESSION_COOKIE))
+    def _signed_in(self, cookies) -> tuple[Session | None, User | None]:
+        """The session in ``cookies`` and its user, looked up again (removed or disabled: neither)."""
+        session = self.sessions.read(cookies.get(SESSION_COOKIE))
         user = None
         if session is not None and self.users is not None:
             try:
                 user = self.users.get(session.user_id)
             except Exception:  # an unreadable users file signs nobody in (the worker logs it elsewhere)
                 user = None
-        if user is None:
-            session = None
+        return (session, user) if user is not None else (None, None)
+
+    def session_user(self, cookies) -> User | None:
+        """The signed-in user of a request's ``cookies``: how the staff API's internal desks route authenticates a
+        console caller another worker gathers for (set as ``StaffApi.session_user`` by :func:`register_console`)."""
+        return self._signed_in(cookies)[1]
+
+    def _context(self, request: web.Request) -> Ctx:
+        session, user = self._signed_in(request.cookies)
         code = session.language if session else _anonymous_language(request)
         ctx = Ctx(request=request, language=self.languages[code if code in self.languages else LANGUAGES[0]],
                   session=session, user=user, anonymous=request.cookies.get(ANONYMOUS_COOKIE))
@@ -385,16 +449,21 @@ class Console:
         return redirect(safe_next(ctx.form.get("next"), "/"))
 
     # -- my tickets -------------------------------------------------------------------------------
-    def _desks(self, user: User) -> list:
+    async def _desks(self, ctx: Ctx) -> list:
+        """The desks ``ctx.user`` may see, from every partition (gathered from the other workers with the session
+        cookie as the credentials); a 503 with the reason when they cannot all be had."""
+        cookie = ctx.request.cookies.get(SESSION_COOKIE)
         try:
-            return self.api.visible_desks(user)
+            return await self.api.gather_desks(ctx.user, {"Cookie": f"{SESSION_COOKIE}={cookie}"} if cookie else {},
+                                               forwarded=bool(ctx.request.headers.get(FORWARDED)))
         except ApiError as exc:
-            raise PageError(exc.status) from None
+            raise PageError(exc.status, exc.message if exc.status == 503 else None) from None
 
-    def ticket_rows(self, user: User) -> list[dict]:
+    async def ticket_rows(self, ctx: Ctx) -> list[dict]:
+        user = ctx.user
         now = self.clock()
         rows = []
-        for desk in self._desks(user):
+        for desk in await self._desks(ctx):
             zone = desk.roster.timezone if desk.roster else "UTC"
             for t in desk.open_tickets():
                 waiting = t.state in (State.DISPATCHED, State.ESCALATED)  # open: its dispatch is on the way
@@ -410,12 +479,12 @@ class Console:
             return redirect("/operator")
         if ctx.user.role not in CARING:
             raise PageError(403, labels.N_("This page is not for your role."))
-        return self.render(ctx, "tickets.html", rows=self.ticket_rows(ctx.user))
+        return self.render(ctx, "tickets.html", rows=await self.ticket_rows(ctx))
 
     async def tickets_fragment(self, ctx: Ctx) -> web.Response:
         if ctx.user.role not in CARING:
             raise PageError(403, labels.N_("This page is not for your role."))
-        html = self.render_text(ctx, "_ticket_list.html", rows=self.ticket_rows(ctx.user))
+        html = self.render_text(ctx, "_ticket_list.html", rows=await self.ticket_rows(ctx))
         etag = f'"{hashlib.sha256(html.encode()).hexdigest()[:20]}"'
         if ctx.request.headers.get("If-None-Match") == etag:
             return web.Response(status=304, headers={"ETag": etag})
@@ -631,7 +700,7 @@ class Console:
     # -- supervisor -------------------------------------------------------------------------------
     async def supervisor(self, ctx: Ctx) -> web.Response:
         _ = ctx._
-        desks = self._desks(ctx.user)
+        desks = await self._desks(ctx)
         stats = supervisor_stats(desks, self.clock(), days=14)
         chart = daily_chart(stats.per_day, title=_("Tickets opened per day, last 14 days"))
         return self.render(ctx, "supervisor.html", stats=stats, chart=chart, households=len(desks))
@@ -684,10 +753,32 @@ def register_console(app, staff_api, settings: Settings, *, users=None) -> Conso
 
         users = UserStore(settings.users_file)
     console = Console(staff_api, settings, users=users, app=app)
+    staff_api.session_user = console.session_user  # a console caller another worker gathers for
+    peer_http = getattr(staff_api, "peer_http", None)
+    if peer_http is not None:  # a household page whose partition is another worker's is forwarded there
+        console.forward = lambda url, request: forward_page(peer_http.session(), url, request)
     install(app.web.web_app, console)
     if users is None:
         log.warning("console: no users file, sign-in is off (create users with `elderwatch users add`)")
     return console
+
+
+async def forward_page(session: aiohttp.ClientSession, url, request: web.Request) -> tuple[int, CIMultiDict, bytes]:
+    """``request`` as sent to the worker at ``url``: (status, headers, body) of its answer; a 503 PageError when it
+    does not answer. The path goes as received (a ticket id's %2F stays encoded); Host too, so the owner checks a
+    form's Origin against the address the browser used, as it would for its own page."""
+    url = URL(str(url))
+    body = await request.read()
+    headers = {k: request.headers[k] for k in FORWARD_REQUEST_HEADERS if k in request.headers}
+    headers["Host"] = request.host
+    headers[FORWARDED] = "1"
+    target = URL(f"{url.scheme or 'http'}://{url.host}:{url.port or 80}{request.raw_path}", encoded=True)
+    try:
+        async with session.request(request.method, target, headers=headers, data=body or None,
+                                   allow_redirects=False) as response:
+            return response.status, CIMultiDict(response.headers), await response.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise PageError(503, f"several workers: the household's worker did not answer ({type(exc).__name__})") from None
 
 
 def install(web_app: web.Application, console: Console) -> None:
@@ -710,4 +801,5 @@ def install(web_app: web.Application, console: Console) -> None:
     web_app.middlewares.append(console_not_found)
 
 
-__all__ = ["Console", "register_console", "install", "ticket_path", "household_path", "safe_next", "PageError"]
+__all__ = ["Console", "register_console", "install", "forward_page", "ticket_path", "household_path", "safe_next",
+           "PageError"]

@@ -1,7 +1,8 @@
 """``streams.readiness`` over a stand-in faust app: /ready's answer, crashed agents counted, which worker holds a
-household; the staff API's gate (503 while recovering, lists refused without every partition, a household on
-another worker forwarded once); the ticket indexes rebuilt only from a recovered table; the valid-alert ratio's
-counters."""
+household and what a list gathers from whom; the staff API's gate (503 while recovering, a household on another
+worker forwarded once) and its gathered list (only the partitions active here, every other worker's asked with
+the caller's credentials, 503 with a reason unless every partition was answered); the ticket indexes rebuilt only
+from a recovered table; the valid-alert ratio's counters."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from yarl import URL
 from dispatch.desk import HouseholdDesk, RosterRules, with_roster
 from schemas.households import Household
 from schemas.openapi import ROUTES
+from schemas.users import User
 from streams.metrics import ReadinessMetrics, TicketMetrics
-from streams.readiness import LISTS_NEED_EVERY_PARTITION, NO_OWNER, RECOVERING, Readiness, Remote, Unavailable
+from streams.gather import internal_answer
+from streams.readiness import (ASSIGNMENT_CHANGING, FORWARDED_LIST, NO_OWNER, RECOVERING, Readiness, Remote,
+                               Unavailable)
 from streams.staff_api import MOVED, ApiError, StaffApi, StaffAuth, owner_of
 from streams.tickets import TicketDesks, check_deadlines
 
@@ -46,9 +50,11 @@ class Tables(dict):
 class FakeApp:
     """What Readiness reads of a faust app."""
 
-    def __init__(self, *, recovered=True, rebalancing=False, partitions=(0, 1, 2, 3), owners=None) -> None:
+    def __init__(self, *, recovered=True, rebalancing=False, partitions=(0, 1, 2, 3), owners=None,
+                 metadata=None, key_partitions=None) -> None:
         self.tables = Tables(tickets=SimpleNamespace(
-            partitions=4, changelog_topic=SimpleNamespace(get_topic_name=lambda: CHANGELOG)))
+            partitions=4, changelog_topic=SimpleNamespace(get_topic_name=lambda: CHANGELOG,
+                                                          prepare_key=lambda key, serializer: (key, None))))
         self.tables.recovery = SimpleNamespace(recovered=recovered)
         self.rebalancing = rebalancing
         self.agents = {"streams.tickets.tickets": Agent(Actor()), "streams.detect.detect": Agent(Actor())}
@@ -56,7 +62,10 @@ class FakeApp:
         self.assignor = SimpleNamespace(assigned_actives=lambda: {TP(CHANGELOG, p) for p in self.partitions}
                                         | {TP("other", 9)})
         self.owners = owners or {}
-        self.router = SimpleNamespace(key_store=self._key_store)
+        self.router = SimpleNamespace(key_store=self._key_store, table_metadata=lambda table: self.metadata)
+        self.metadata = metadata if metadata is not None else {str(HERE): {CHANGELOG: sorted(self.partitions)}}
+        self.key_partitions = key_partitions or {}
+        self.producer = SimpleNamespace(key_partition=lambda topic, key: TP(topic, self.key_partitions[key.decode()]))
         self.conf = SimpleNamespace(canonical_url=HERE, topic_partitions=4)
 
     def _key_store(self, table, key: bytes) -> URL:
@@ -129,22 +138,41 @@ def test_the_previous_error_handler_still_runs():
 # -- which worker holds a household ----------------------------------------------------------------
 def test_one_worker_with_every_partition_answers_everything_here():
     r = readiness(FakeApp())
-    assert r.list_refusal() is None and r.owner("hh-1") is None
+    assert r.owner("hh-1") is None and r.gather_plan() == ([0, 1, 2, 3], {})
 
 
-def test_several_workers_refuse_lists_and_route_households():
-    r = readiness(FakeApp(partitions=(0, 1), owners={"hh-here": HERE, "hh-there": THERE}))
-    assert r.list_refusal() == LISTS_NEED_EVERY_PARTITION
+def test_several_workers_route_households_and_plan_a_gather():
+    app = FakeApp(partitions=(0, 1), owners={"hh-here": HERE, "hh-there": THERE},
+                  metadata={"http://127.0.0.1:6066": {CHANGELOG: [1, 0]}, str(THERE): {CHANGELOG: [3, 2]},
+                            "http://127.0.0.1:6068": {CHANGELOG: []}})  # a worker without table partitions
+    r = readiness(app)
     assert r.owner("hh-here") is None
     assert r.owner("hh-there") == Remote(THERE)
     with pytest.raises(Unavailable) as exc:
         r.owner("hh-nobody")
     assert exc.value.reason == NO_OWNER
+    assert r.gather_plan() == ([0, 1], {str(THERE): [2, 3]})
+
+
+def test_a_gather_is_refused_while_the_assignors_view_disagrees_with_this_workers_assignment():
+    app = FakeApp(partitions=(0, 1), metadata={str(HERE): {CHANGELOG: [0]}, str(THERE): {CHANGELOG: [1, 2, 3]}})
+    with pytest.raises(Unavailable) as exc:
+        readiness(app).gather_plan()
+    assert exc.value.reason == ASSIGNMENT_CHANGING
+
+
+def test_a_households_partition_is_the_producers_or_kafkas_default():
+    r = readiness(FakeApp(key_partitions={"hh-1": 3}))
+    assert r.partition_of("hh-1") == 3
+    r.app.producer = SimpleNamespace(key_partition=lambda topic, key: (_ for _ in ()).throw(TypeError("no metadata")))
+    from kafka.partitioner.default import murmur2
+    assert r.partition_of("hh-000001") == (murmur2(b"hh-000001") & 0x7FFFFFFF) % 4 == 2  # the integration test's
 
 
 def test_while_recovering_nothing_is_answered():
     r = readiness(FakeApp(recovered=False))
-    assert r.list_refusal() == RECOVERING
+    with pytest.raises(Unavailable):
+        r.gather_plan()
     with pytest.raises(Unavailable):
         r.owner("hh-1")
 
@@ -171,17 +199,109 @@ def test_the_api_answers_503_recovering_except_its_document():
     assert owner_of(a, ROUTE["get_openapi"], {}, request()) is None
 
 
-def test_the_api_never_answers_a_partial_list_and_forwards_a_household_once():
+def test_the_api_gathers_a_list_here_and_forwards_a_household_once():
     a = api(FakeApp(partitions=(0, 1), owners={"hh-here": HERE, "hh-there": THERE}))
-    with pytest.raises(ApiError) as exc:
-        owner_of(a, ROUTE["list_tickets"], {}, request())
-    assert (exc.value.status, exc.value.message) == (503, LISTS_NEED_EVERY_PARTITION)
+    assert owner_of(a, ROUTE["list_tickets"], {}, request()) is None  # gathered by the handler (gather_desks)
     assert owner_of(a, ROUTE["get_ticket"], {"ticket_id": "hh-here/surge/x"}, request()) is None
     assert owner_of(a, ROUTE["get_ticket"], {"ticket_id": "hh-there/surge/x"}, request()) == Remote(THERE)
     assert owner_of(a, ROUTE["set_away"], {"household_id": "hh-there"}, request()) == Remote(THERE)
     with pytest.raises(ApiError) as exc:  # it came from a worker that thought this one held it: not again
         owner_of(a, ROUTE["get_ticket"], {"ticket_id": "hh-there/surge/x"}, request(forwarded=True))
     assert (exc.value.status, exc.value.message) == (503, MOVED)
+
+
+# -- the gathered list -------------------------------------------------------------------------------------------
+#: hh-0 and hh-1 on this worker's partitions 0 and 1; hh-2 and hh-3 on the other worker's 2 and 3 (this worker's
+#: table has them too: a standby replica, behind); hh-4 on partition 0 is w-2's, not w-1's.
+KEY_PARTITIONS = {"hh-0": 0, "hh-1": 1, "hh-2": 2, "hh-3": 3, "hh-4": 0}
+W1 = User(user_id="w-1", role="staff")
+
+
+def household_desk(household_id: str, *, worker: str = "w-1", stale: bool = False) -> HouseholdDesk:
+    desk = with_roster(HouseholdDesk(household_id=household_id),
+                       Household(household_id=household_id, community="north", staff={"primary_worker": worker}))
+    return desk.model_copy(update={"suppressed": 7}) if stale else desk  # stale: another state than the owner's
+
+
+def split_api(*, answer=None, metadata=None) -> tuple[StaffApi, list]:
+    app = FakeApp(partitions=(0, 1), key_partitions=KEY_PARTITIONS,
+                  metadata=metadata or {str(HERE): {CHANGELOG: [0, 1]}, str(THERE): {CHANGELOG: [2, 3]}})
+    d = TicketDesks({}, topics=None, rules=RosterRules(), clock=lambda: T0)
+    for h in KEY_PARTITIONS:
+        desk = household_desk(h, worker="w-2" if h == "hh-4" else "w-1", stale=h == "hh-2")
+        d.table[h.encode()] = desk.model_dump_json().encode()
+    a = StaffApi(desks=d, auth=StaffAuth(None), duty_desk="duty", readiness=readiness(app))
+    asked = []
+
+    async def fetch_desks(url, credentials):
+        asked.append((url, dict(credentials)))
+        if answer is not None:
+            return answer
+        return 200, internal_answer([2, 3], [household_desk("hh-2"), household_desk("hh-3")], W1)
+    a.fetch_desks = fetch_desks
+    return a, asked
+
+
+def test_a_list_is_this_workers_active_partitions_and_the_other_workers_answer():
+    a, asked = split_api()
+    desks = asyncio.run(a.gather_desks(W1, {"X-Staff-Id": "w-1"}))
+    assert [d.household_id for d in desks] == ["hh-0", "hh-1", "hh-2", "hh-3"]  # not w-2's hh-4
+    assert desks[2] == household_desk("hh-2")  # the other worker's, not this worker's stale standby copy
+    assert asked == [(str(THERE), {"X-Staff-Id": "w-1"})]
+    # what this worker tells a peer gathering for w-1: its active partitions only, not the standby's households
+    status, body = a.internal_desks({"X-Staff-Id": "w-1"}, {})
+    assert status == 200 and body["partitions"] == [0, 1]
+    assert [d["household_id"] for d in body["desks"]] == ["hh-0", "hh-1"]
+    with pytest.raises(ApiError) as exc:
+        a.internal_desks({}, {})
+    assert exc.value.status == 401
+    a.session_user = lambda cookies: W1 if cookies.get("ew_session") == "good" else None  # the console's resolver
+    assert a.internal_desks({}, {"ew_session": "good"})[0] == 200
+    with pytest.raises(ApiError):
+        a.internal_desks({}, {"ew_session": "bad"})
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ((503, {"error": RECOVERING}), f"several workers: worker {THERE} cannot answer now: {RECOVERING}"),
+    ((401, {"error": "authentication required"}), "ELDERWATCH_SECRET_KEY"),
+    ((200, internal_answer([2], [], W1)), f"worker {THERE} no longer holds partitions [3]"),
+])
+def test_a_list_without_every_partition_is_a_503_with_the_reason(answer, expected):
+    a, _ = split_api(answer=answer)
+    with pytest.raises(ApiError) as exc:
+        asyncio.run(a.list_tickets(W1, {}, b"", credentials={"X-Staff-Id": "w-1"}))
+    assert exc.value.status == 503 and expected in exc.value.message
+
+
+def test_a_worker_that_does_not_answer_or_a_forwarded_list_is_a_503_and_nothing_is_asked_twice():
+    a, asked = split_api()
+
+    async def down(url, credentials):
+        raise Unavailable(f"several workers: worker {url} did not answer the list's gather (ClientConnectorError)")
+    a.fetch_desks = down
+    with pytest.raises(ApiError) as exc:
+        asyncio.run(a.gather_desks(W1, {}))
+    assert exc.value.status == 503 and "did not answer" in exc.value.message
+    a, asked = split_api()
+    with pytest.raises(ApiError) as exc:
+        asyncio.run(a.gather_desks(W1, {}, forwarded=True))
+    assert (exc.value.status, exc.value.message, asked) == (503, FORWARDED_LIST, [])
+    with pytest.raises(ApiError) as exc:  # a role without households: 403 before anyone is asked
+        asyncio.run(a.gather_desks(User(user_id="ops", role="operator"), {}))
+    assert exc.value.status == 403 and asked == []
+
+
+def test_a_list_with_a_partition_nobody_holds_is_a_503():
+    a, asked = split_api(metadata={str(HERE): {CHANGELOG: [0, 1]}, str(THERE): {CHANGELOG: [2]}})
+    a.fetch_desks = None
+    with pytest.raises(ApiError) as exc:
+        asyncio.run(a.gather_desks(W1, {}))
+    assert exc.value.status == 503 and "cannot ask the others" in exc.value.message
+    a, asked = split_api(metadata={str(HERE): {CHANGELOG: [0, 1]}, str(THERE): {CHANGELOG: [2]}},
+                         answer=(200, internal_answer([2], [household_desk("hh-2")], W1)))
+    with pytest.raises(ApiError) as exc:
+        asyncio.run(a.gather_desks(W1, {}))
+    assert exc.value.message == "several workers: partitions [3] have no worker now (rebalancing)"
 
 
 # -- the ticket indexes ------------------------------------------------------------------------------------
