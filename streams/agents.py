@@ -133,6 +133,7 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
             if isinstance(reading, Rejection):
                 return await dead_letters.send(value, key, reading.reason, reading.detail, stage="ingest.validate",
                                                source=source, household_id=reading.household_id)
+        metrics.reading_in(reading, enrolment_reader.enrolment if enrolment_reader is not None else None)
         routed = RoutedReading(
             form=result.form, **{f"{result.form}_reading": reading},
             origin=RawOrigin(topic=source.topic, partition=source.partition, offset=source.offset,

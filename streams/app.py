@@ -131,9 +131,15 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     readiness.watch_agents()
     desks.recovered = readiness.recovered  # the ticket indexes are rebuilt only from a recovered table
 
+    from streams.metrics import ConsumerLagMetrics
+
+    consumer_lag = ConsumerLagMetrics.of_app(app, metrics.registry)  # every agent is registered: their topics
+
     @app.page("/metrics")
     async def metrics_page(web, request):
         readiness.check()  # refresh elderwatch_ready
+        consumer_lag.refresh(app)  # elderwatch_consumer_lag{topic}, from what the consumer holds
+        metrics.know_utilities(enrolment_reader.enrolment.utilities())  # each utility's last reading, once known
         return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/health")

@@ -14,12 +14,22 @@ straight to the dead-letter topic. Every line in is one of the two.
 
 Detect identity (tested):
     received = processed + redelivered + dead_lettered + failed
-Labels come from small fixed sets; never a household id.
+(:func:`identity_gaps` checks both on a /metrics page.)
+
+Labels come from small fixed sets; never a household id. A utility id is a label
+(``elderwatch_ingest_last_reading_timestamp_seconds{utility}``): a company, not a person, and only one the
+roster enrolled, so the set stays as small as the roster's utilities.
+
+The service's own alert rules and dashboard (``ops/prometheus/rules.yml``, ``ops/grafana/dashboards/``) use
+only names exported here (tested: ``tests/unit/test_monitoring.py``).
 """
 
 from __future__ import annotations
 
+import time
 import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
@@ -71,6 +81,50 @@ class IngestMetrics:
                                      "Utility meters enrolled on the roster, as this worker knows them.", registry=r)
         self.enrolment_ready = Gauge("elderwatch_ingest_enrolment_ready",
                                      "1 once this worker has read the roster's enrolments to the end.", registry=r)
+        # "no readings from a utility for an hour" (ops/prometheus/rules.yml)
+        self.last_reading = Gauge("elderwatch_ingest_last_reading_timestamp_seconds",
+                                  "Unix time this worker last took a reading (ingest-validate, either door) of a meter "
+                                  "the roster enrols with the utility; utility \"unknown\": a reading naming a "
+                                  "household with no enrolled meter of its kind. A utility on the roster that has "
+                                  "sent nothing since this worker learnt of it shows when it learnt of it.",
+                                  ["utility"], registry=r)
+        self._last_reading: dict[str, Any] = {}  # utility -> the gauge's child (labels() once per utility)
+
+    def reading_in(self, reading, enrolment=None) -> None:
+        """ingest-validate took ``reading`` (named by our household id, a utility's meter already mapped):
+        its utility's ``elderwatch_ingest_last_reading_timestamp_seconds`` is now. The utility is the one the
+        roster (``enrolment``, a :class:`streams.ingest.Enrolment`) enrols for the household's meter of this
+        kind at the reading's time, never a name taken from the message alone (labels stay the roster's).
+
+        >>> from schemas.households import Household
+        >>> from schemas.readings import Meter, MeterReading
+        >>> from streams.ingest import Enrolment
+        >>> m = IngestMetrics()
+        >>> e = Enrolment([Household(household_id="hh-1", community="c", staff={"primary_worker": "w-1"},
+        ...                          meters="aqua:WM-7:water")])
+        >>> reading = MeterReading(household_id="hh-1", meter="water", ts="2026-03-01T07:15:00Z", value=2)
+        >>> m.reading_in(reading, e); m.reading_in(reading.model_copy(update={"meter": Meter.ELECTRICITY}), e)
+        >>> sorted(s.labels["utility"] for s in m.last_reading.collect()[0].samples)
+        ['aqua', 'unknown']
+        """
+        utility = None
+        if enrolment is not None:
+            utility = enrolment.utility_of(reading.household_id, reading.meter, reading.ts,
+                                           claimed=getattr(reading, "utility_id", None))
+        self._utility(utility or "unknown").set(time.time())
+
+    def know_utilities(self, utilities: Iterable[str]) -> None:
+        """Utilities on the roster (refreshed on each /metrics scrape): one not seen yet gets a series from now,
+        so a utility silent since this worker started still trips the alert an hour later."""
+        for utility in utilities:
+            if utility not in self._last_reading:
+                self._utility(utility).set(time.time())
+
+    def _utility(self, utility: str):
+        child = self._last_reading.get(utility)
+        if child is None:
+            child = self._last_reading[utility] = self.last_reading.labels(utility=utility)
+        return child
 
 
 class DetectMetrics:
@@ -242,6 +296,102 @@ class AgentMetrics:
 
 
 AgentMetrics._by_registry = weakref.WeakKeyDictionary()
+
+
+class ConsumerLagMetrics:
+    """``elderwatch_consumer_lag{topic}``: messages of each topic the agents read that this worker's consumer
+    group has not committed yet, summed over the partitions assigned to this worker (log end offset minus
+    committed offset, as ``kafka-consumer-groups.sh`` counts it). Summed over workers it is the group's lag.
+
+    faust and aiokafka export no lag; this reads what faust's consumer already holds, on each /metrics scrape
+    (no request to the broker): the highwater the last fetch of each partition returned and faust's last
+    committed offset of it. A partition not fetched since its assignment counts 0 until it is; one the group
+    never committed counts from offset 0. The ``topic`` label is the full topic name (fixed set: the agents'
+    source topics, exported as 0 when this worker holds none of their partitions).
+    """
+
+    def __init__(self, registry: CollectorRegistry, topics: Iterable[str]) -> None:
+        self.registry = registry
+        self.lag = Gauge("elderwatch_consumer_lag", "Messages not yet committed by this worker's consumer group, per "
+                         "source topic, summed over this worker's partitions (log end - committed offset).",
+                         ["topic"], registry=registry)
+        self.topics = sorted(set(topics))
+        for topic in self.topics:
+            self.lag.labels(topic=topic)
+
+    @classmethod
+    def of_app(cls, app, registry: CollectorRegistry) -> "ConsumerLagMetrics":
+        """The lag of every topic ``app``'s agents read (known once the agents are registered)."""
+        topics = {name for agent in app.agents.values() for name in getattr(agent.channel, "topics", ())}
+        return cls(registry, topics)
+
+    def refresh(self, app) -> None:
+        """Set the gauge from ``app``'s consumer; a consumer not started or in a rebalance keeps the last values."""
+        try:
+            consumer = app.consumer
+            assignment = consumer.assignment()
+            # faust's own record of the committed offsets (read from the broker at assignment, set at each
+            # commit, dropped at revocation): private to faust, read only here, with the versions pinned
+            # (streams/recovery.py); its monitor's record (commits only) if it ever goes
+            committed = getattr(consumer, "_committed_offset", None)
+            committed = dict(committed if committed is not None else app.monitor.tp_committed_offsets or {})
+        except Exception:  # noqa: BLE001 - a scrape never fails for the lag
+            return
+        for topic, lag in lag_by_topic(self.topics, assignment, consumer.highwater, committed).items():
+            self.lag.labels(topic=topic).set(lag)
+
+
+def lag_by_topic(topics: Iterable[str], assignment: Iterable[Any], highwater: Callable[[Any], int | None],
+                 committed: Mapping[Any, int | None]) -> dict[str, int]:
+    """Per topic of ``topics``: the sum over its assigned partitions of highwater - committed (never below 0).
+
+    >>> from collections import namedtuple
+    >>> TP = namedtuple("TP", "topic partition")
+    >>> ends = {TP("raw", 0): 10, TP("raw", 1): 5, TP("raw", 2): None, TP("other", 0): 99}
+    >>> lag_by_topic(["raw", "validated"], ends, ends.get, {TP("raw", 0): 7, TP("raw", 1): 6})
+    {'raw': 3, 'validated': 0}
+    >>> lag_by_topic(["raw"], [TP("raw", 0)], ends.get, {})  # never committed: from offset 0
+    {'raw': 10}
+    """
+    lags = {topic: 0 for topic in topics}
+    for tp in assignment:
+        if tp.topic not in lags:
+            continue
+        try:
+            end = highwater(tp)
+        except Exception:  # noqa: BLE001 - revoked since the assignment was read (aiokafka asserts)
+            end = None
+        if end is None:
+            continue
+        lags[tp.topic] += max(0, end - (committed.get(tp) or 0))
+    return lags
+
+
+def identity_gaps(page: str) -> list[str]:
+    """What does not add up on a drained worker's /metrics page (an empty list when both identities hold):
+    ingest received = valid + duplicates + dead_lettered + raw_redelivered, valid = emitted + register_baselines,
+    and detect received = processed + redelivered + dead_lettered + failed.
+
+    >>> identity_gaps('elderwatch_ingest_received_total 3.0\\nelderwatch_ingest_valid_total 3.0\\n'
+    ...               'elderwatch_ingest_emitted_total 2.0\\nelderwatch_detect_received_total 2.0\\n'
+    ...               'elderwatch_detect_processed_total 2.0\\n')
+    ['ingest: valid 3 != emitted 2 + register_baselines 0']
+    """
+    ingest, detect = read_counts(page, "ingest"), read_counts(page, "detect")
+    get = lambda counts, name: int(counts.get(name, 0))  # noqa: E731
+    gaps = []
+    if get(ingest, "received") != settled(ingest):
+        gaps.append(f"ingest: received {get(ingest, 'received')} != valid {get(ingest, 'valid')} + duplicates "
+                    f"{get(ingest, 'duplicates')} + dead_lettered {get(ingest, 'dead_lettered')} + raw_redelivered "
+                    f"{get(ingest, 'raw_redelivered')}")
+    if get(ingest, "valid") != get(ingest, "emitted") + get(ingest, "register_baselines"):
+        gaps.append(f"ingest: valid {get(ingest, 'valid')} != emitted {get(ingest, 'emitted')} + register_baselines "
+                    f"{get(ingest, 'register_baselines')}")
+    detect_terms = ("processed", "redelivered", "dead_lettered", "failed")
+    if get(detect, "received") != sum(get(detect, term) for term in detect_terms):
+        gaps.append(f"detect: received {get(detect, 'received')} != "
+                    + " + ".join(f"{term} {get(detect, term)}" for term in detect_terms))
+    return gaps
 
 
 def settled(counts: dict[str, float]) -> float:

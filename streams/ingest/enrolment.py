@@ -105,6 +105,34 @@ class Enrolment:
         """Households with at least one meter of ``utility_id`` (at any time)."""
         return set(self._households_of_utility.get(utility_id, ()))
 
+    def utility_of(self, household_id: str, kind: Meter, ts: datetime, *, claimed: str | None = None) -> str | None:
+        """The utility whose meter of ``kind`` the household has enrolled at ``ts`` (``claimed`` if it is one of
+        them, else the latest ``since``), or None. For metrics: the label of a reading's utility.
+
+        >>> from schemas.households import Household
+        >>> e = Enrolment([Household(household_id="hh-1", community="c", staff={"primary_worker": "w-1"},
+        ...                          meters="aqua:WM-7:water;grid:E-1:electricity")])
+        >>> ts = datetime(2026, 3, 1, tzinfo=timezone.utc)
+        >>> e.utility_of("hh-1", Meter.ELECTRICITY, ts), e.utility_of("hh-1", Meter.WATER, ts, claimed="grid")
+        ('grid', 'aqua')
+        >>> e.utility_of("hh-2", Meter.WATER, ts) is None
+        True
+        """
+        best: tuple[datetime, str] | None = None
+        for meter in self._of_household.get(household_id, ()):
+            if meter.kind is not kind or not meter.covers(ts):
+                continue
+            if meter.utility_id == claimed:
+                return claimed
+            since = meter.since or _EARLIEST
+            if best is None or since > best[0]:
+                best = (since, meter.utility_id)
+        return None if best is None else best[1]
+
+    def utilities(self) -> set[str]:
+        """Every utility with a meter enrolled."""
+        return set(self._households_of_utility)
+
     def serves(self, utility_id: str, household_id: str) -> bool:
         return household_id in self._households_of_utility.get(utility_id, ())
 

@@ -24,7 +24,7 @@ from detectors.offline import detect_file
 from elderwatch.feed import canonical_messages
 from elderwatch.simulator import simulate
 from schemas.anomaly import AnomalyWarning
-from streams.metrics import read_counts
+from streams.metrics import identity_gaps, read_counts
 
 HOUSEHOLDS = 4
 DAYS = 40            # the monitor warms up for 21 days, the simulator injects anomalies after day 28
@@ -62,6 +62,31 @@ def _scrape(worker: WorkerProcess) -> tuple[dict[str, float], dict[str, float]]:
     with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5) as response:
         text = response.read().decode()
     return read_counts(text, "ingest"), read_counts(text, "detect")
+
+
+def _page(worker: WorkerProcess) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def _samples(page: str, name: str, label: str) -> dict[str, float]:
+    """{label value: sample} of one labelled metric of a /metrics page."""
+    out = {}
+    for line in page.splitlines():
+        if line.startswith(name + "{"):
+            labels, _, value = line.rpartition(" ")
+            out[labels.split(f'{label}="', 1)[1].split('"', 1)[0]] = float(value)
+    return out
+
+
+def _lag_until(worker: WorkerProcess, predicate, timeout: float = 60.0) -> dict[str, float]:
+    """``elderwatch_consumer_lag{topic}`` polled until ``predicate(lags)`` (or the timeout: the last lags)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lags = _samples(_page(worker), "elderwatch_consumer_lag", "topic")
+        if predicate(lags) or time.monotonic() > deadline:
+            return lags
+        time.sleep(0.5)
 
 
 def _wait(worker: WorkerProcess, predicate, *, idle: float = 60.0, timeout: float = 900.0):
@@ -119,13 +144,28 @@ def test_detect_stage_warnings_equal_the_offline_run(kafka_bootstrap, tmp_path, 
     try:
         # A message on readings.validated that ingest did not write: dead-lettered, not a crash.
         produce(kafka_bootstrap, worker.topic("readings.validated"), [(b"hh-000001", b"{not json")])
+        started = time.time()
         sent = produce(kafka_bootstrap, worker.topic("readings.raw"), ((k, v) for k, v, _ in dataset["messages"]))
+        raw = worker.topic("readings.raw")
+        behind = _lag_until(worker, lambda lags: lags.get(raw, 0) > 0, timeout=30)  # ~30,000 take a while
         ingest, detect = _wait(worker, lambda i, d: d.get("received", 0) >= sent + 1)
         assert ingest["received"] == ingest["emitted"] == sent, (ingest, worker.log_tail())
         assert detect["received"] == sent + 1, (detect, worker.log_tail())
         assert detect["processed"] == sent and detect["dead_lettered"] == 1
         assert detect.get("redelivered", 0) == 0 and detect.get("failed", 0) == 0
         assert detect["warnings"] == len(expected)
+        # Drained: both counter identities hold on the worker's own /metrics page (streams/metrics.py) ...
+        page = _page(worker)
+        assert identity_gaps(page) == [], page
+        # ... the consumer lag the alert rules watch was there while it worked and is 0 once every topic is
+        # committed (ops/prometheus/rules.yml: ElderwatchConsumerLagGrowing) ...
+        assert 0 < behind[raw] <= sent, behind
+        drained = _lag_until(worker, lambda lags: not any(lags.values()))
+        assert raw in drained and worker.topic("readings.validated") in drained, drained
+        assert not any(drained.values()), drained
+        # ... and the readings' utility (no roster here: "unknown") last read now (ElderwatchNoReadings)
+        last = _samples(page, "elderwatch_ingest_last_reading_timestamp_seconds", "utility")
+        assert set(last) == {"unknown"} and started <= last["unknown"] <= time.time(), last
     finally:
         worker.stop()
 

@@ -333,6 +333,15 @@ def test_both_doors_and_nothing_lost(world):
     assert counts["http_rejected"] == len(book.http_dead)
     assert counts["http_lines"] == book.http_accepted + len(book.http_dead)
 
+    # each utility's last reading (ops/prometheus/rules.yml, ElderwatchUtilitySilent) is labelled with the
+    # roster's utilities only, never a name a message made up; aqua's readings came in just now
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5) as response:
+        page = response.read().decode()
+    last = {line.split('utility="', 1)[1].split('"', 1)[0]: float(line.rpartition(" ")[2])
+            for line in page.splitlines() if line.startswith("elderwatch_ingest_last_reading_timestamp_seconds{")}
+    assert {"aqua", "grid"} <= set(last) <= {"aqua", "grid", "unknown"}, last
+    assert time.time() - last["aqua"] < 600, last
+
 
 def test_roster_export_round_trips_the_enrolments(world, tmp_path, monkeypatch):
     from elderwatch import cli
