@@ -43,8 +43,9 @@ kafka: venv
 	$(PY) -m elderwatch.localkafka fetch
 
 # The browser tests drive Debian's chromium (Playwright with executable_path: no browser download);
-# a CJK font so Chinese pages render (and their screenshots show characters, not boxes).
-DEBIAN_PACKAGES ?= chromium fonts-wqy-microhei
+# a CJK font so Chinese pages render (and their screenshots show characters, not boxes); prometheus for
+# promtool, which checks and unit-tests the alert rules and the dashboard's queries (ops/, tests/unit/test_monitoring.py).
+DEBIAN_PACKAGES ?= chromium fonts-wqy-microhei prometheus
 system-packages:
 	@missing=""; for pkg in $(DEBIAN_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \

@@ -12,6 +12,7 @@ import fnmatch
 import glob
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -160,7 +161,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_compose_file_parses_with_the_expected_services():
     compose = _compose()
     assert isinstance(compose, dict)
-    assert {"kafka", "topics", "worker", "simulate", "roster", "feed"} <= set(compose["services"])
+    assert {"kafka", "topics", "worker", "simulate", "roster", "feed", "prometheus", "grafana"} <= set(compose["services"])
     assert set(_elderwatch_services()) == {"topics", "worker", "simulate", "roster", "feed"}
 
 
@@ -313,6 +314,76 @@ def test_feed_speed_is_a_valid_replay_speed():
     fed = build_parser().parse_args(_command_args(_services()["feed"]))
     assert fed.speed == "600x"
     assert parse_speed(fed.speed) == 600.0
+
+
+def test_bind_mounts_are_paths_of_the_repository():
+    for name, service in _services().items():
+        for source, _target in _volume_mounts(service):
+            if source.startswith("."):
+                assert (REPO / source).exists(), f"{name} mounts {source}, which is not in the repository"
+
+
+# --------------------------------------------------------------------------- monitoring services
+
+
+def _mount_target(service: dict, source: str) -> PurePosixPath:
+    targets = [PurePosixPath(t) for s, t in _volume_mounts(service) if s.rstrip("/") == source]
+    assert len(targets) == 1, f"{source} is mounted {len(targets)} times"
+    return targets[0]
+
+
+def _in_mount(service: dict, source: str, path: str) -> Path:
+    """The repository file that ``path`` inside the container is, through the bind mount of ``source``."""
+    relative = PurePosixPath(path).relative_to(_mount_target(service, source))
+    return REPO / source / relative
+
+
+@pytest.mark.parametrize("name, repository", [("prometheus", "prom/prometheus"), ("grafana", "grafana/grafana")])
+def test_monitoring_images_are_pinned_to_a_version(name, repository):
+    image = _services()[name]["image"]
+    repo, _, tag = image.partition(":")
+    assert repo == repository
+    assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{image}: pin a release, never latest"
+
+
+def test_prometheus_reads_the_repository_config_and_scrapes_the_worker():
+    services = _services()
+    prometheus = services["prometheus"]
+    [config_flag] = [a for a in _command_args(prometheus) if a.startswith("--config.file=")]
+    config_file = _in_mount(prometheus, "./ops/prometheus", config_flag.split("=", 1)[1])
+    assert config_file == REPO / "ops" / "prometheus" / "prometheus.yml"
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    for rule_file in config["rule_files"]:
+        assert (config_file.parent / rule_file).exists(), rule_file
+    worker_env = _environment(services["worker"])
+    port = worker_env.get("ELDERWATCH_WEB_PORT") or str(Settings.model_fields["web_port"].default)
+    targets = [t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    assert targets == [f"worker:{port}"]
+    assert "worker" in _depends_on(prometheus)
+    assert "9090" in [str(p).split(":")[-1] for p in prometheus["ports"]]
+
+
+def test_grafana_is_provisioned_with_the_prometheus_datasource_and_the_dashboard():
+    services = _services()
+    grafana = services["grafana"]
+    assert _mount_target(grafana, "./ops/grafana/provisioning") == PurePosixPath("/etc/grafana/provisioning")
+    datasources = yaml.safe_load((REPO / "ops/grafana/provisioning/datasources/prometheus.yml").read_text())
+    [datasource] = datasources["datasources"]
+    assert datasource["url"] == "http://prometheus:9090" and datasource["type"] == "prometheus"
+    providers = yaml.safe_load((REPO / "ops/grafana/provisioning/dashboards/elderwatch.yml").read_text())
+    [provider] = providers["providers"]
+    folder = _in_mount(grafana, "./ops/grafana/dashboards", provider["options"]["path"])
+    assert (folder / "elderwatch.json").exists()
+    home = _environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert _in_mount(grafana, "./ops/grafana/dashboards", home) == folder / "elderwatch.json"
+    assert _depends_on(grafana) == {"prometheus": "service_healthy"}
+    assert "3000" in [str(p).split(":")[-1] for p in grafana["ports"]]
+
+
+@pytest.mark.parametrize("name", ["prometheus", "grafana"])
+def test_monitoring_healthchecks_use_what_the_image_has(name):
+    test = [str(part) for part in _services()[name]["healthcheck"]["test"]]
+    assert test[:2] == ["CMD", "wget"], "both images are busybox/alpine based: wget, no curl"
 
 
 # --------------------------------------------------------------------------- kafka service
