@@ -243,16 +243,26 @@ def test_a_worker_killed_mid_stream_loses_nothing(kafka_bootstrap, tmp_path, led
     print(f"after SIGKILL: {repeated}")
 
 
-def test_a_second_worker_joins_and_leaves_mid_stream(kafka_bootstrap, tmp_path, ledger):
+def _first_worker_through_the_first_half(bootstrap: str, tmp_path: Path, ledger: dict) -> tuple[str, WorkerProcess, int]:
+    """A worker on a fresh prefix, the first half of the feed produced, and 30 % of it processed."""
     prefix = f"f{uuid.uuid4().hex[:8]}"
-    messages = ledger["messages"]
-    half = len(messages) // 2
-    first = _worker(kafka_bootstrap, prefix, tmp_path / "first", ledger).start()
-    second = None
+    half = len(ledger["messages"]) // 2
+    first = _worker(bootstrap, prefix, tmp_path / "first", ledger).start()
     try:
-        produce(kafka_bootstrap, first.topic("readings.raw"), messages[:half])
+        produce(bootstrap, first.topic("readings.raw"), ledger["messages"][:half])
         _until(lambda: _counts(first).get("processed", 0) >= half * 0.3, timeout=300, what="30 % through",
                log=first.log_tail)
+    except BaseException:
+        first.stop()
+        raise
+    return prefix, first, half
+
+
+def test_a_second_worker_joins_and_leaves_mid_stream(kafka_bootstrap, tmp_path, ledger):
+    prefix, first, half = _first_worker_through_the_first_half(kafka_bootstrap, tmp_path, ledger)
+    messages = ledger["messages"]
+    second = None
+    try:
         second = _worker(kafka_bootstrap, prefix, tmp_path / "second", ledger).start()  # rebalance: partitions split
         produce(kafka_bootstrap, first.topic("readings.raw"), messages[half:])
         _until(lambda: _counts(second).get("received", 0) > 0, timeout=300, what="shared with the second worker",
@@ -271,15 +281,10 @@ def test_a_worker_paused_past_its_session_rejoins_and_loses_nothing(kafka_bootst
     # SIGSTOP: the process is alive but silent (a long GC pause, a frozen VM), so the group gives its
     # partitions to the other worker. Resumed, it still holds a batch it was working on and finds
     # itself out of the group: what it writes then may repeat readings, never lose one.
-    prefix = f"f{uuid.uuid4().hex[:8]}"
+    prefix, first, half = _first_worker_through_the_first_half(kafka_bootstrap, tmp_path, ledger)
     messages = ledger["messages"]
-    half = len(messages) // 2
-    first = _worker(kafka_bootstrap, prefix, tmp_path / "first", ledger).start()
     second = None
     try:
-        produce(kafka_bootstrap, first.topic("readings.raw"), messages[:half])
-        _until(lambda: _counts(first).get("processed", 0) >= half * 0.3, timeout=300, what="30 % through",
-               log=first.log_tail)
         os.killpg(first.process.pid, signal.SIGSTOP)
         try:
             second = _worker(kafka_bootstrap, prefix, tmp_path / "second", ledger).start()
