@@ -1,7 +1,7 @@
 """The ceiling for the ingest benchmark: a bare Faust agent that forwards raw bytes unchanged.
 
 Same broker, same client library, same partitions as the real worker; no parsing, no state.
-Run as ``python -m bench.passthrough_app BOOTSTRAP SOURCE SINK WEB_PORT APP_ID [send|send_soon]``.
+Run as ``python -m bench.passthrough_app BOOTSTRAP SOURCE SINK WEB_PORT APP_ID [send|send_soon|take]``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from faust.worker import Worker
 
 def main() -> None:
     bootstrap, source, sink, port, app_id = sys.argv[1:6]
-    mode = sys.argv[6] if len(sys.argv) > 6 else "send"  # "send" awaits each send; "send_soon" buffers
+    # "send" awaits each send; "send_soon" buffers; "take" forwards batches of take_events(500, within=0.02 s)
+    mode = sys.argv[6] if len(sys.argv) > 6 else "send"
     app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", autodiscover=False,
                     web_port=int(port), web_host="127.0.0.1", web_bind="127.0.0.1",
                     consumer_auto_offset_reset="earliest", producer_acks=-1)
@@ -24,6 +25,12 @@ def main() -> None:
 
     @app.agent(src, name="passthrough")
     async def passthrough(stream):
+        if mode == "take":
+            async for events in stream.take_events(500, within=0.02):
+                for event in events:
+                    out.send_soon(key=event.key, value=event.value)
+                forwarded[0] += len(events)
+            return
         async for event in stream.events():
             if mode == "send_soon":
                 out.send_soon(key=event.key, value=event.value)

@@ -61,7 +61,7 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 
 
 def _cmd_feed(args: argparse.Namespace) -> int:
-    from elderwatch.feed import canonical_messages, daiad_messages, feed, parse_speed, with_mess
+    from elderwatch.feed import FeedError, canonical_messages, daiad_messages, feed, parse_speed, with_mess
     from elderwatch.settings import Settings
     from streams.topics import READINGS_RAW, full_name
 
@@ -71,8 +71,12 @@ def _cmd_feed(args: argparse.Namespace) -> int:
     if args.mess:
         messages = with_mess(messages, fraction=args.mess)
     topic = args.topic or full_name(READINGS_RAW, settings.topic_prefix)
-    sent = feed(messages, bootstrap=settings.kafka_bootstrap_servers, topic=topic, speed=speed,
-                limit=args.limit, progress=not args.quiet)
+    try:
+        sent = feed(messages, bootstrap=settings.kafka_bootstrap_servers, topic=topic, speed=speed,
+                    limit=args.limit, progress=not args.quiet)
+    except FeedError as exc:
+        print(f"feed: {exc}; {exc.acknowledged} reached {topic}", file=sys.stderr)
+        return 1
     print(f"sent {sent} messages to {topic}", file=sys.stderr)
     return 0
 

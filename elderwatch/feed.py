@@ -91,25 +91,52 @@ def feed(messages: Iterable[Outgoing], *, bootstrap: str, topic: str, speed: flo
          limit: int | None = None, progress: bool = True, total: int | None = None,
          should_stop: Callable[[], bool] = lambda: False, on_sent: Callable[[int], None] | None = None) -> int:
     """Send messages until done, ``limit`` or ``should_stop()``; returns how many were sent (all
-    acknowledged by the broker). ``on_sent(n)`` reports the running count."""
+    acknowledged by the broker). ``on_sent(n)`` reports the running count.
+
+    The producer is idempotent and retries until its delivery timeout (kafka-python's defaults, so a retry
+    neither repeats nor reorders a message); a message the broker still did not acknowledge raises
+    :class:`FeedError` naming how many, never a silent gap in the feed."""
     producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=20,
-                             compression_type=None, retries=5)
+                             compression_type=None)
     sent = 0
+    pending: list = []
+    failed: list[BaseException] = []
+
+    def settle(futures: list) -> None:
+        for future in futures:
+            if future.failed():
+                failed.append(future.exception)
+
     bar = tqdm(total=limit or total, unit="msg", disable=not progress, mininterval=0.5)
     try:
         for message in paced(messages, speed):
             if (limit is not None and sent >= limit) or should_stop():
                 break
-            producer.send(topic, key=message.key, value=message.value)
+            pending.append(producer.send(topic, key=message.key, value=message.value))
             sent += 1
             bar.update(1)
             if on_sent is not None:
                 on_sent(sent)
+            if len(pending) >= 10_000:  # bounded memory: what is done is settled
+                settle([f for f in pending if f.is_done])
+                pending = [f for f in pending if not f.is_done]
         producer.flush()
+        settle(pending)
     finally:
         bar.close()
         producer.close()
+    if failed:
+        raise FeedError(f"{len(failed)} of {sent} messages were not acknowledged by the broker "
+                        f"(first: {type(failed[0]).__name__}: {failed[0]})", sent - len(failed))
     return sent
+
+
+class FeedError(RuntimeError):
+    """Some messages of a feed were not acknowledged; ``acknowledged`` says how many were."""
+
+    def __init__(self, message: str, acknowledged: int) -> None:
+        super().__init__(message)
+        self.acknowledged = acknowledged
 
 
 _GARBAGE = (

@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     broker_wait_s: float = Field(default=300.0, ge=0, description="How long a starting worker waits for Kafka to "
                                  "answer (retrying, one log line per try) before it exits 1: a worker started "
                                  "before its broker, or during a broker restart, waits instead of crashing.")
+    producer_linger_ms: int = Field(default=5, ge=0, le=1000, description="How long the producer waits to fill a "
+                                    "batch (faust's producer_linger): a few ms turn one request per message into one "
+                                    "per batch; bounds the latency it adds.")
+    producer_max_batch_size: int = Field(default=256 * 1024, ge=1024, description="Bytes per producer batch "
+                                         "(per partition): a changelog batch holds hundreds of ~4 KB states.")
+    producer_compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
+        default="none", description="Producer compression. 'none' on the broker's own machine or a fast LAN (it "
+        "costs the worker CPU); lz4/zstd/snappy need their Python package installed, gzip does not.")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535, description="Metrics (/metrics) and health (/health).")
     # Ingest

@@ -41,7 +41,7 @@ def check_versions(verified: Mapping[str, str] | None = None, *,
 
 def ensure_topics(settings: Settings) -> None:
     from elderwatch.localkafka import create_topics
-    from streams.tables import ALL_TABLES, changelog_topic
+    from streams.tables import ALL_TABLES, CHANGELOG_CONFIG, changelog_topic
     from streams.topics import compaction_config, partition_plan
 
     create_topics(settings.kafka_bootstrap_servers, partition_plan(settings.partitions, settings.topic_prefix),
@@ -52,7 +52,7 @@ def ensure_topics(settings: Settings) -> None:
     # (seen once on a fresh app id: the detect agent crashed on its first reading).
     changelogs = {changelog_topic(settings.app_id, table): settings.partitions for table in ALL_TABLES}
     create_topics(settings.kafka_bootstrap_servers, changelogs, replication_factor=settings.replication_factor,
-                  config={name: {"cleanup.policy": "compact"} for name in changelogs})
+                  config={name: dict(CHANGELOG_CONFIG) for name in changelogs})
 
 
 def ensure_topics_when_kafka_answers(settings: Settings, *, ensure: Callable[[Settings], None] = ensure_topics,
@@ -114,4 +114,8 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     app = create_app(settings)
     # Faust's own logs are chatty at info; ours say what happened to which message, never its content.
     logging.getLogger("faust").setLevel(logging.WARNING)
-    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    worker = Worker(app, loglevel=loglevel, quiet=True)
+    # faust's start-up spinner sets the root logger to DEBUG for its own handler: every library's debug call
+    # would then build a record (~5 % of the worker's CPU under load), and its escape codes fill the log.
+    worker.spinner = None
+    worker.execute_from_commandline()

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import base64
 import logging
-import weakref
-from contextlib import contextmanager
 from collections.abc import Callable
 from datetime import datetime
 
 import faust
-from faust.streams import _current_event
 from pydantic import ValidationError
 
 from elderwatch.settings import Settings
@@ -25,6 +22,8 @@ from schemas.dead_letter import RejectReason
 from schemas.routing import RawOrigin, RoutedReading
 from streams.ingest import (Duplicate, Emitted, Enrolment, RegisterBaseline, Rejection, SeriesState, accept_reading,
                             parse_raw, resolve)
+from streams.batches import BATCH_SIZE, BATCH_WITHIN_S, delivered, in_hand
+from streams.recovery import newest_wins
 from streams.guard import AgentGuard, DeadLetters, Source, raw_bytes
 from streams.metrics import AgentMetrics, IngestMetrics
 
@@ -33,10 +32,6 @@ log = logging.getLogger(__name__)
 
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
-
-
-#: ingest-normalize's batches: at most this many messages, or what arrived within this many seconds.
-NORMALIZE_BATCH, NORMALIZE_WITHIN_S = 500, 0.02
 
 
 class _Batch:
@@ -52,18 +47,6 @@ class _Batch:
         if series_key not in self.states:
             self.states[series_key] = SeriesState.from_json(table.get(series_key))
         return self.states[series_key]
-
-
-@contextmanager
-def _in_hand(event):
-    """faust writes a table key to the changelog partition of the event in hand (a context variable), which a
-    batch from ``take_events`` leaves unset. Private to faust, as streams/recovery.py's patches are: the
-    versions are pinned and checked at start."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 def parse_routed(value: bytes | None, key: bytes | None) -> RoutedReading | Rejection:
@@ -98,6 +81,9 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
     limits = settings.ingest_limits()
     no_enrolment = Enrolment()
     agent_metrics = AgentMetrics.of(metrics.registry)
+    if hasattr(series_table, "apply_changelog_batch"):  # a faust table (tests may pass a dict)
+        newest_wins(series_table, lambda state: state.get("o") if isinstance(state, dict) else None,
+                    agent_metrics.stale_records.labels(table=series_table.name).inc)
 
     async def enrolment() -> Enrolment:
         if enrolment_reader is None:
@@ -188,16 +174,15 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
         # readings (duplicates that detection ignores: not newer than its meter's last), never loses one; a
         # message the restored state has applied (by offset) is skipped, not judged again. Output and
         # changelog are separate sends of one producer: nothing else orders their arrival.
-        async for events in stream.take_events(NORMALIZE_BATCH, within=NORMALIZE_WITHIN_S):
+        async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
             batch = _Batch()
             for event in events:
                 batch.event = event
                 await normalize_guard.handle(event.message, raw_bytes(event.value), raw_bytes(event.key),
                                              lambda value, key, source: normalize(value, key, source, batch))
-            for sent in batch.sent:
-                await sent
+            await delivered(batch.sent)
             for series_key, event in batch.changed.items():
-                with _in_hand(event):
+                with in_hand(event):
                     series_table[series_key] = batch.states[series_key].to_json()  # reassigned: changelog written
 
     app.elderwatch_agents = (ingest_validate, ingest_normalize)

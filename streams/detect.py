@@ -6,30 +6,35 @@ they reached their partition of ``readings.validated``. Its state lives in the c
 table ``detect-household-state`` (co-partitioned with readings.validated), rewritten after every
 reading, so a worker that takes over a partition continues exactly where the last one stopped.
 
-Per reading, in this order:
+Readings come in batches (``take_events``, :mod:`streams.batches`), and per batch, in this order:
 
-1. parse; a message that is not a ValidatedReading keyed by its household is dead-lettered
+1. parse each reading; a message that is not a ValidatedReading keyed by its household is dead-lettered
    (ingest wrote it, so this should not happen; it is counted, never a crash);
-2. the household's state record holds the offset of the last readings.validated message it
-   includes: a message at or below it is a redelivery after a restart (its warnings were sent
-   before its state was written, step 4 before 5) and is skipped, so a restart neither loses nor
-   repeats a warning nor feeds the monitor a reading twice;
-3. ``monitor.process(meter, ts, value)``; if a detector raises, the reading is counted as failed
-   and the household continues from the state before it;
+2. load each household's state once (:meth:`HouseholdStates.apply` opens it). The state record holds
+   the offset of the last readings.validated message it includes: a message at or below it is a
+   redelivery after a restart (its warnings were sent before its state was written, step 4 before 5)
+   and is skipped, so a restart neither loses nor repeats a warning nor feeds the monitor a reading twice;
+3. ``monitor.process(meter, ts, value)`` for each of the household's readings in partition order; if a
+   detector raises, the reading is counted as failed and the household continues from the state
+   before it (its stored state with the batch's earlier readings applied again);
 4. warnings to ``anomalies`` (key household_id, value ``AnomalyWarning`` JSON), and a
-   ``condition_cleared`` command on ``tickets.warning`` for each episode that ended;
-5. the new state record reassigned in the table (which writes the changelog).
+   ``condition_cleared`` command on ``tickets.warning`` for each episode that ended, all acknowledged by
+   the broker before step 5;
+5. each household's new state record, dumped once for the batch, reassigned in the table (which writes
+   the changelog).
 
-A crash between 4 and 5 re-sends that reading's warnings after restart (at least once; the
-``warning_id`` is the idempotency key downstream). The other way round would lose them.
+A crash between 4 and 5 re-sends that batch's warnings after restart (at least once; the
+``warning_id`` is the idempotency key downstream). The other way round would lose them. The warnings
+and states are those of one reading at a time (the monitor does not know about batches).
 
-Loading and dumping a monitor on every reading costs time (measured in ``elderwatch_detect_seconds``
+Loading and dumping a monitor costs time (measured in ``elderwatch_detect_seconds``
 by phase), so live monitors are also kept in memory (:class:`MonitorCache`). A cached
 monitor is used only while the table still holds the very record it produced; any other record
 (restored from the changelog after a rebalance, or written by another worker) is loaded instead,
-and a monitor is out of the cache while it processes, so an interrupted reading cannot leave a
+and a monitor is out of the cache while its batch runs, so an interrupted batch cannot leave a
 cached monitor ahead of the table.
-The table is still written on every reading: the changelog is what makes a restart safe.
+The table is still written for every batch that changed a household: the changelog is what makes a
+restart safe.
 
 Feedback (issue 4) reaches the same agent as what the ticket stage *applied*: acks on
 ``tickets.feedback.ack`` by ``tickets``, result ``applied``, for a ``feedback`` command, with the ticket's
@@ -49,7 +54,8 @@ what was learned by local hour stays as it was: right for a household that moved
 by the zones' difference for a wrong zone corrected, until the detectors have relearned it). ``ELDERWATCH_HOUSEHOLDS_FILE`` is only the
 zone of a household's first monitor when the roster has not named one yet.
 
-Every message goes through the guard (:mod:`streams.guard`): one the agent raises on is dead-lettered
+Outcomes and roster entries are rare and handled one at a time: the batch's readings before them are stored
+first. Every message goes through the guard (:mod:`streams.guard`): one the agent raises on is dead-lettered
 ``processing_error`` and the agent goes on.
 """
 
@@ -60,7 +66,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import faust
@@ -79,7 +85,9 @@ from schemas.households import Household
 from schemas.readings import ValidatedReading
 from schemas.tickets import AckResult, TicketAck, TicketCommand
 from schemas.tickets import Step as TicketStep
-from streams.guard import AgentGuard, DeadLetters, Source
+from streams.batches import BATCH_SIZE, BATCH_WITHIN_S, delivered, in_hand
+from streams.guard import AgentGuard, DeadLetters, Source, raw_bytes
+from streams.recovery import newest_wins
 from streams.ingest.parse import Rejection, _describe, _reason_for
 from streams.metrics import AgentMetrics, DetectMetrics
 
@@ -106,6 +114,18 @@ def decode_state(record: bytes) -> tuple[int, bytes]:
     if len(record) < _OFFSET.size:
         raise StateFormatError("table value shorter than its offset")
     return _OFFSET.unpack_from(record)[0], record[_OFFSET.size:]
+
+
+def record_offset(record: bytes) -> int | None:
+    """The readings offset a table value has applied up to, None if it cannot be read (a restore's ordering).
+
+    >>> record_offset(encode_state(41, b"monitor")), record_offset(b"?")
+    (41, None)
+    """
+    try:
+        return decode_state(record)[0]
+    except StateFormatError:
+        return None
 
 
 def parse_validated(value: bytes | None, key: bytes | None) -> ValidatedReading | Rejection:
@@ -230,6 +250,26 @@ class Step:
     cleared: tuple[tuple[str, str], ...] = ()  # episodes that ended: (kind, the warning_id that opened them)
 
 
+class _Batch:
+    """One batch of the detect agent: the households opened, the sends to wait for, each one's last event."""
+
+    def __init__(self) -> None:
+        self.opened: dict[str, OpenState] = {}
+        self.sent: list = []
+        self.last_event: dict[str, object] = {}
+        self.event = None  # the event in hand
+
+
+@dataclass(slots=True)
+class OpenState:
+    """A household's monitor while a batch runs: the state it was loaded from and the readings applied since."""
+
+    monitor: HouseholdMonitor
+    offset: int  # of the last readings.validated message applied (-1: none yet)
+    stored_record: bytes | None  # what the table held when the batch opened it
+    applied: list[tuple] = field(default_factory=list)  # (meter, ts, value) applied in this batch
+
+
 class HouseholdStates:
     """The detect stage's per-reading logic over any mutable mapping (the Faust table, or a dict in tests).
 
@@ -252,35 +292,86 @@ class HouseholdStates:
     def process(self, reading: ValidatedReading, offset: int) -> Step | None:
         """Apply one reading (``offset``: its position in its partition). None if the state already has it.
 
-        Raises whatever a detector raises; the household then continues from its stored state.
+        A batch of one (:meth:`apply` then :meth:`steps`). Raises whatever a detector raises; the household
+        then continues from its stored state.
+        """
+        opened: dict[str, OpenState] = {}
+        applied = self.apply(opened, reading, offset)
+        if applied is None:
+            self.steps(opened)  # nothing to store: the monitor goes back to the cache
+            return None
+        (step,) = self.steps(opened)
+        warnings, cleared = applied
+        return Step(step.household_id, warnings, step.monitor, step.record, cleared)
+
+    def apply(self, opened: "dict[str, OpenState]", reading: ValidatedReading,
+              offset: int) -> tuple[list[AnomalyWarning], tuple[tuple[str, str], ...]] | None:
+        """Apply one reading of a batch to its household's monitor, opened once a batch in ``opened`` (household
+        -> :class:`OpenState`): (warnings, episodes cleared), or None if the state already has the reading.
+        :meth:`steps` then gives each household's state to store, dumped once for the batch.
+
+        If a detector raises, the exception propagates and the household continues from the state before this
+        reading: its stored state with the batch's earlier readings applied again (the monitor is
+        deterministic, and what they raised was sent already).
         """
         household_id = reading.household_id
-        t0 = time.perf_counter()
+        entry = opened.get(household_id)
+        if entry is None:
+            t0 = time.perf_counter()
+            entry = opened[household_id] = self._open(household_id)
+            if self.metrics is not None:
+                self.metrics.seconds.labels(phase="load").observe(time.perf_counter() - t0)
+        if offset <= entry.offset:
+            return None
+        args = (reading.meter, plain_datetime(reading.ts), reading.value)
+        t1 = time.perf_counter()
+        try:
+            warnings = entry.monitor.process(*args)
+            cleared = tuple((kind.value, warning_id) for kind, warning_id in entry.monitor.take_cleared())
+        except Exception:
+            entry.monitor = self._reopen(household_id, entry)
+            raise
+        if self.metrics is not None:
+            self.metrics.seconds.labels(phase="process").observe(time.perf_counter() - t1)
+        entry.applied.append(args)
+        entry.offset = offset
+        return warnings, cleared
+
+    def steps(self, opened: "dict[str, OpenState]") -> list[Step]:
+        """The state of every household of a batch that applied a reading, dumped once, to :meth:`store` (after
+        what its readings raised has been sent). A household that applied none is put back in the cache."""
+        result = []
+        for household_id, entry in opened.items():
+            if not entry.applied:
+                if entry.stored_record is not None:
+                    self.cache.put(household_id, entry.monitor, entry.stored_record)
+                continue
+            t0 = time.perf_counter()
+            record = encode_state(entry.offset, entry.monitor.dumps())
+            if self.metrics is not None:
+                self.metrics.seconds.labels(phase="dump").observe(time.perf_counter() - t0)
+                self.metrics.state_bytes.observe(len(record))
+            result.append(Step(household_id, [], entry.monitor, record))
+        opened.clear()
+        return result
+
+    def _open(self, household_id: str) -> "OpenState":
         record = self.table.get(household_id.encode())
         if record is None:
             zone = self.timezones.get(household_id, self.default_timezone)
-            monitor = self.monitor_factory(household_id, zone, self.config)
-        else:
-            last_offset, monitor = self._restore(household_id, record)
-            if offset <= last_offset:
-                return None
-            if self.config is not None:  # the config this worker runs with, not the one the state was saved under
-                monitor.use_config(self.config)
-        t1 = time.perf_counter()
-        # If this raises, the monitor (maybe half-updated) is dropped: it is out of the cache, and
-        # the household's next reading loads the stored state from before this one.
-        warnings = monitor.process(reading.meter, plain_datetime(reading.ts), reading.value)
-        cleared = tuple((kind.value, warning_id) for kind, warning_id in monitor.take_cleared())
-        t2 = time.perf_counter()
-        new_record = encode_state(offset, monitor.dumps())
-        t3 = time.perf_counter()
-        if self.metrics is not None:
-            seconds = self.metrics.seconds
-            seconds.labels(phase="load").observe(t1 - t0)
-            seconds.labels(phase="process").observe(t2 - t1)
-            seconds.labels(phase="dump").observe(t3 - t2)
-            self.metrics.state_bytes.observe(len(new_record))
-        return Step(household_id, warnings, monitor, new_record, cleared)
+            return OpenState(self.monitor_factory(household_id, zone, self.config), -1, None)
+        offset, monitor = self._restore(household_id, record)
+        if self.config is not None:  # the config this worker runs with, not the one the state was saved under
+            monitor.use_config(self.config)
+        return OpenState(monitor, offset, record)
+
+    def _reopen(self, household_id: str, entry: "OpenState") -> HouseholdMonitor:
+        """The monitor as it was before the reading that raised: the stored state and the batch's readings before."""
+        fresh = self._open(household_id)
+        for args in entry.applied:
+            fresh.monitor.process(*args)
+            fresh.monitor.take_cleared()
+        return fresh.monitor
 
     def _current(self, household_id: str) -> tuple[int, HouseholdMonitor, bytes | None]:
         """The household's monitor (taken out of the cache) with its state's readings offset and record;
@@ -381,6 +472,9 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
     monitor_loads = functools.partial(HouseholdMonitor.loads, migrate_pickled=migrate_pickled_state)
     states = HouseholdStates(state_table, timezones, settings.default_timezone, cache_size=cache_size,
                              metrics=metrics, config=config, monitor_loads=monitor_loads)
+    agent_metrics = AgentMetrics.of(metrics.registry)
+    if hasattr(state_table, "apply_changelog_batch"):  # a faust table (tests may pass a dict)
+        newest_wins(state_table, record_offset, agent_metrics.stale_records.labels(table=state_table.name).inc)
 
     @app.on_partitions_revoked.connect
     async def forget_live_monitors(sender, revoked, **kwargs) -> None:
@@ -397,7 +491,6 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
     # applies them one at a time (two would race between loading and storing the state).
     inputs = app.topic(validated_name, acks_name, roster_name, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
-    agent_metrics = AgentMetrics.of(metrics.registry)
     dead_letters = DeadLetters(topics.deadletter, clock,
                                lambda reason: metrics.dead_lettered.labels(reason=reason.value).inc())
     unreadable_acks = DeadLetters(topics.deadletter, clock,
@@ -452,44 +545,73 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
         if step is not None:
             states.store(step)
 
-    async def detect_reading(value: bytes | None, key: bytes | None, source: Source) -> None:
+    async def detect_reading(value: bytes | None, key: bytes | None, source: Source, batch: "_Batch") -> None:
         metrics.received.inc()
         reading = parse_validated(value, key)
         if isinstance(reading, Rejection):
-            return await dead_letters.send(value, key, reading.reason, reading.detail, stage="detect", source=source,
-                                           household_id=reading.household_id)
+            return batch.sent.append(await dead_letters.send(value, key, reading.reason, reading.detail, stage="detect",
+                                                             source=source, household_id=reading.household_id))
         try:
-            step = states.process(reading, source.offset)
+            applied = states.apply(batch.opened, reading, source.offset)
         except Exception as exc:  # a detector bug must not stop every household's detection
             metrics.failed.inc()
             # Coordinates and the exception type only: its message may quote a person's readings.
             log.error("detector failed on %s: %s", source, type(exc).__name__)
             return
-        if step is None:
+        if applied is None:
             metrics.redelivered.inc()
             return
+        warnings, cleared_episodes = applied
+        batch.last_event[reading.household_id] = batch.event  # its changelog partition is the event's
         key = reading.household_id.encode()
-        for warning in step.warnings:
-            await topics.anomalies.send(key=key, value=warning.model_dump_json().encode())
+        for warning in warnings:
+            batch.sent.append(await topics.anomalies.send(key=key, value=warning.model_dump_json().encode()))
             metrics.warnings.labels(kind=warning.kind.value).inc()
-        for kind, warning_id in step.cleared:  # the ticket loop decides what a cleared episode means
+        for kind, warning_id in cleared_episodes:  # the ticket loop decides what a cleared episode means
             cleared = Event(kind=EventKind.CONDITION_CLEARED, idempotency_key=f"cleared:{warning_id}",
                             actor="system", at=clock())
             command = TicketCommand(step=TicketStep.WARNING, ticket_id=warning_id, household_id=reading.household_id,
                                     ticket_kind=kind, event=cleared)
-            await topics.ticket_steps[TicketStep.WARNING].send(key=key, value=command.model_dump_json().encode())
+            batch.sent.append(await topics.ticket_steps[TicketStep.WARNING].send(
+                key=key, value=command.model_dump_json().encode()))
             metrics.cleared.inc()
-        states.store(step)
         metrics.processed.inc()
 
-    handler_of_topic = {validated_name: detect_reading, acks_name: learn_from, roster_name: follow_roster}
+    async def store_batch(batch: "_Batch") -> None:
+        """What the batch's readings raised is acknowledged by the broker, then each household's state is
+        written once: a crash in between repeats the readings (the state's offset is from before them)."""
+        await delivered(batch.sent)
+        batch.sent.clear()
+        for step in states.steps(batch.opened):
+            with in_hand(batch.last_event.get(step.household_id)):
+                states.store(step)
+        batch.last_event.clear()
+
+    handler_of_topic = {acks_name: learn_from, roster_name: follow_roster}
+
+    async def handle_in(batch: "_Batch", value: bytes | None, key: bytes | None, source: Source) -> None:
+        if source.topic == validated_name:
+            return await detect_reading(value, key, source, batch)
+        # An outcome or a roster entry reads and writes the household's state at once: the batch so far first.
+        await store_batch(batch)
+        await handler_of_topic[source.topic](value, key, source)
 
     async def handle(value: bytes | None, key: bytes | None, source: Source) -> None:
-        await handler_of_topic[source.topic](value, key, source)
+        """One message as a batch of its own (for tests; the agent runs :func:`handle_in` over batches)."""
+        batch = _Batch()
+        await handle_in(batch, value, key, source)
+        await store_batch(batch)
 
     @app.agent(inputs, name="detect")
     async def detect(stream):
-        await guard.run(stream, handle)
+        async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
+            batch = _Batch()
+            for event in events:
+                batch.event = event
+                with in_hand(event):  # an outcome or a roster entry writes the table while it is handled
+                    await guard.handle(event.message, raw_bytes(event.value), raw_bytes(event.key),
+                                       lambda value, key, source: handle_in(batch, value, key, source))
+            await store_batch(batch)
 
     app.elderwatch_detect_agent = detect
     app.elderwatch_detect_handle = handle  # one message by (value, key, Source), as the agent does: for tests

@@ -281,6 +281,10 @@ class AgentMetrics:
                                   "notifications.pending) that are "
                                   "not what it carries, dead-lettered: something other than elderwatch wrote them.",
                                   ["agent"], registry=self.registry)
+        self.stale_records = Counter("elderwatch_restore_stale_records",
+                                     "Changelog records passed over at a restore because the key already had a "
+                                     "state that had read further: what a worker replaced after a pause wrote when "
+                                     "it resumed (streams/recovery.py newest_wins).", ["table"], registry=self.registry)
         for agent in self.AGENTS:
             self.errors.labels(agent=agent)
         for agent in ("ingest-normalize", "detect", "notify"):

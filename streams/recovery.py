@@ -158,3 +158,37 @@ class TableManager(_FaustTableManager):
         if self._recovery is None:
             self._recovery = SeekFirstRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery
+
+
+def newest_wins(table, position, skipped=None) -> None:
+    """Restore ``table`` keeping, per key, the record that has read furthest, not the last one written.
+
+    A worker paused past its session (a long GC, SIGSTOP, a frozen VM) is replaced; when it resumes it
+    finishes the batch it was in and writes those states to the changelog (nothing fences a producer
+    without transactions), *after* the states its successor wrote. A restore that took the last record
+    would go back in time: the successor's readings missing from the household's state. Each state says
+    how far it has read (``position(value)``: the input offset it has applied up to, None when it cannot
+    tell), so the restore keeps the furthest, equal ones in changelog order. The worker that owns the
+    partition is not affected while it runs (its table is in memory); its standby copies and every later
+    restore are. ``skipped()`` is called for each record passed over (a metric).
+    """
+    apply = table.apply_changelog_batch
+
+    def apply_furthest(batch) -> None:
+        kept, furthest = [], {}
+        for event in batch:
+            key, value = event.key, event.value
+            if value is not None:
+                at = position(value)
+                if key not in furthest:
+                    current = table.data.get(table._to_key(key))
+                    furthest[key] = None if current is None else position(current)
+                if at is not None and furthest[key] is not None and at < furthest[key]:
+                    if skipped is not None:
+                        skipped()
+                    continue
+                furthest[key] = at if at is not None else furthest[key]
+            kept.append(event)
+        apply(kept)
+
+    table.apply_changelog_batch = apply_furthest

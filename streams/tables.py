@@ -6,13 +6,19 @@ import faust
 
 from elderwatch.settings import Settings
 
+#: Every changelog: compacted (the latest state per key is what a restart needs), and its active segment closed
+#: after an hour. The broker compacts closed segments only; with its defaults (1 GiB or 7 days) a restart would
+#: read every write since the segment began: up to ~20 million series-state records at 15,000 households
+#: (bench/results/recovery.md). An hour bounds it to the compacted state plus about an hour of writes.
+CHANGELOG_CONFIG = {"cleanup.policy": "compact", "segment.ms": str(60 * 60 * 1000)}
+
 SERIES_STATE = "ingest-series-state"
 
 
 def series_state_table(app: faust.App, settings: Settings) -> faust.Table:
     """``"household_id/meter"`` -> :meth:`SeriesState.to_json`, co-partitioned with readings.by-household."""
     return app.Table(SERIES_STATE, default=None, partitions=settings.partitions,
-                     key_type=str, value_type=None,
+                     key_type=str, value_type=None, extra_topic_configs=CHANGELOG_CONFIG,
                      help="Per household and meter: recent timestamps (de-duplication) and the register high-water mark.")
 
 
@@ -25,7 +31,7 @@ def detect_state_table(app: faust.App, settings: Settings) -> faust.Table:
     co-partitioned with readings.validated. Bytes types make Faust use its raw codec, so a
     changelog record's key is the household id exactly as on readings.validated."""
     return app.Table(DETECT_STATE, default=None, partitions=settings.partitions,
-                     key_type=bytes, value_type=bytes,
+                     key_type=bytes, value_type=bytes, extra_topic_configs=CHANGELOG_CONFIG,
                      help="Per household: the detectors' baselines and open episodes (HouseholdMonitor).")
 
 
@@ -36,7 +42,7 @@ def ticket_desks_table(app: faust.App, settings: Settings) -> faust.Table:
     """``household_id`` (UTF-8 bytes) -> :class:`dispatch.desk.HouseholdDesk` JSON (roster entry, away mode,
     open and recently finished tickets), co-partitioned with the ticket topics."""
     return app.Table(TICKET_DESKS, default=None, partitions=settings.partitions,
-                     key_type=bytes, value_type=bytes,
+                     key_type=bytes, value_type=bytes, extra_topic_configs=CHANGELOG_CONFIG,
                      help="Per household: who is responsible, away mode, and its tickets.")
 
 

@@ -214,3 +214,25 @@ def test_restart_refuses_a_port_taken_while_the_broker_was_down():
         assert broker.restart() == f"127.0.0.1:{port}"
     finally:
         broker.stop()
+
+
+def test_the_worker_creates_its_changelogs_compacted_with_hourly_segments(kafka_bootstrap, unique_prefix):
+    """A restart reads what the broker has not compacted: segments that close after an hour bound it."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    from elderwatch.settings import Settings
+    from elderwatch.worker import ensure_topics
+    from streams.tables import ALL_TABLES, changelog_topic
+
+    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, app_id=unique_prefix,
+                        topic_prefix=f"{unique_prefix}.", partitions=2)
+    ensure_topics(settings)
+    names = [changelog_topic(unique_prefix, table) for table in ALL_TABLES]
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
+    finally:
+        admin.close()
+    configs = described["topic"]  # kafka-python 3: {"topic": {name: {config: {"value": ...}}}}
+    assert {name: (configs[name]["cleanup.policy"]["value"], configs[name]["segment.ms"]["value"])
+            for name in names} == {name: ("compact", "3600000") for name in names}

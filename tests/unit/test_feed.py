@@ -60,3 +60,49 @@ def test_mess_adds_keyed_resends_and_garbage_in_the_asked_proportion():
     resends = [m for m in messy[1:] if m.value in {c.value for c in clean}]
     assert len(resends) > len(clean)  # originals plus re-sends
     assert all(m.key == b"hh-1" for m in resends)  # a retry keeps its household key
+
+
+class _Future:
+    def __init__(self, error: BaseException | None) -> None:
+        self.exception, self.is_done = error, True
+
+    def failed(self) -> bool:
+        return self.exception is not None
+
+
+class _Producer:
+    """kafka-python's KafkaProducer as far as feed uses it; every ``fail_every``-th send is never acknowledged."""
+
+    def __init__(self, fail_every: int, **config) -> None:
+        self.fail_every, self.config, self.sent = fail_every, config, 0
+
+    def send(self, topic, key=None, value=None) -> _Future:
+        self.sent += 1
+        return _Future(TimeoutError("delivery timed out") if self.fail_every and self.sent % self.fail_every == 0
+                       else None)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("messages", [25, 25_000])  # and past the bounded list of pending sends
+def test_a_message_the_broker_never_acknowledged_is_an_error_not_a_silent_gap(monkeypatch, messages):
+    from elderwatch import feed as feed_module
+
+    monkeypatch.setattr(feed_module, "KafkaProducer", lambda **config: _Producer(7, **config))
+    with pytest.raises(feed_module.FeedError, match=f"{messages // 7} of {messages} messages were not acknowledged") as err:
+        feed_module.feed((_msg(i) for i in range(messages)), bootstrap="127.0.0.1:1", topic="t", progress=False)
+    assert err.value.acknowledged == messages - messages // 7
+
+
+def test_a_feed_the_broker_acknowledged_returns_its_count_with_an_idempotent_producer(monkeypatch):
+    from elderwatch import feed as feed_module
+
+    made = []
+    monkeypatch.setattr(feed_module, "KafkaProducer", lambda **config: made.append(_Producer(0, **config)) or made[-1])
+    assert feed_module.feed((_msg(i) for i in range(30)), bootstrap="127.0.0.1:1", topic="t", progress=False) == 30
+    # retries left to kafka-python (until the delivery timeout, idempotent): a limit would turn a slow broker into a gap
+    assert "retries" not in made[0].config and made[0].config["acks"] == "all"

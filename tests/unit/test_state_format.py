@@ -17,6 +17,7 @@ import math
 import pickle
 import sys
 import zlib
+from array import array
 from collections import deque
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -80,7 +81,7 @@ def same(a, b, where="monitor") -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
         if isinstance(a, datetime):
             assert a.utcoffset() == b.utcoffset(), where
-    elif isinstance(a, (list, tuple, deque)):
+    elif isinstance(a, (list, tuple, deque, array)):  # arrays: the hourly tables' columns, compared number by number
         assert len(a) == len(b), f"{where}: {len(a)} != {len(b)} items"
         for i, (x, y) in enumerate(zip(a, b)):
             same(x, y, f"{where}[{i}]")
@@ -360,7 +361,8 @@ def test_the_detect_stage_starts_a_household_afresh_on_a_record_it_cannot_read_a
     if stored != "too short":
         assert states.process(_reading("hh-000001", after, 0), 7) is None  # a redelivery: still skipped
     step = states.process(_reading("hh-000001", after, 1), 8)
-    assert states.unreadable_states == (2 if stored != "too short" else 1)
+    # read once: after the redelivery, the fresh monitor waits in the cache beside the record it stands for
+    assert states.unreadable_states == 1
     assert metrics.unreadable_states._value.get() == states.unreadable_states  # on /metrics too
     assert step.monitor.readings == 1 and step.warnings == []  # relearning from its first reading
     states.store(step)
@@ -368,7 +370,7 @@ def test_the_detect_stage_starts_a_household_afresh_on_a_record_it_cannot_read_a
     assert offset == 8 and json.loads(zlib.decompress(monitor_record))["version"] == VERSION
     states.cache.clear()
     assert states.process(_reading("hh-000001", after, 2), 9).monitor.readings == 2  # and it is read back
-    assert states.unreadable_states == (2 if stored != "too short" else 1)
+    assert states.unreadable_states == 1
 
 
 def test_the_detect_stage_migrates_a_pickled_record_when_asked(simulated):
