@@ -110,7 +110,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     detect_metrics = DetectMetrics(metrics.registry)  # one registry: one /metrics page
     timezones = load_household_timezones(settings.households_file) if settings.households_file else {}
     register_detect_agent(app, t, detect_state_table(app, settings), detect_metrics, settings, timezones=timezones,
-                          clock=clock, config=monitor_config(settings),
+                          clock=clock, config=monitor_config(settings), cache_size=settings.detect_cache_size,
                           migrate_pickled_state=settings.migrate_pickled_state)
 
     from streams.tables import ticket_desks_table
