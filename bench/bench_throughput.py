@@ -72,9 +72,9 @@ def passthrough_done(text: str) -> tuple[float, bool]:
 
 
 def measure(command: list[str], env: dict, port: int, total: int, log: Path,
-            done: Callable[[str], tuple[float, bool]], timeout: float = 1800) -> dict:
+            done: Callable[[str], tuple[float, bool]], timeout: float = 1800, cwd: Path = REPO) -> dict:
     """Run ``command`` until ``done`` says all ``total`` messages went through; rate from the first one seen."""
-    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                                start_new_session=True)
     cpu_before = None
     try:
@@ -122,12 +122,12 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def revision() -> str:
+def revision(checkout: Path = REPO) -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True,
                               check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "streams", "detectors", "dispatch",
-                                "schemas", "elderwatch"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+                                "schemas", "elderwatch"], cwd=checkout, capture_output=True, text=True).stdout.strip()
         return head + (" with uncommitted changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", action="append", default=[], metavar="LABEL:NAME=VALUE,...",
                         help="a worker row with extra environment (repeatable), e.g. "
                              "'faust producer defaults:ELDERWATCH_PRODUCER_LINGER_MS=0,ELDERWATCH_PRODUCER_MAX_BATCH_SIZE=16384'")
+    parser.add_argument("--before", type=Path, metavar="CHECKOUT",
+                        help="also run the worker of another checkout (e.g. `git worktree add /tmp/before <commit>`) "
+                             "on the same input: the code before a change, measured in the same run")
     parser.add_argument("--order", choices=("time", "household"), default="time",
                         help="time: every household's readings interleaved by time, as a fleet's live feed or its "
                              "catch-up after an outage (the default: the hard case for batching and caching); "
@@ -152,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-ceiling", action="store_true", help="only the worker (while tuning; not for results)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "throughput.md")
     args = parser.parse_args(argv)
-    workers = [("elderwatch worker (its defaults)", {})] + [parse_worker(spec) for spec in args.worker]
+    workers = [("elderwatch worker (its defaults)", {}, REPO)] + [(*parse_worker(spec), REPO) for spec in args.worker]
+    if args.before:
+        workers.append((f"the worker before (`{revision(args.before)}`)", {}, args.before.resolve()))
 
     work = Path(tempfile.mkdtemp(prefix="elderwatch-bench-"))
     bootstrap, broker = bootstrap_or_start()
@@ -189,14 +194,14 @@ def main(argv: list[str] | None = None) -> int:
                     work / f"passthrough-{mode}.log", passthrough_done)
                 print(f"pass-through ({mode}): {rows[f'passthrough-{mode}']['rate']:,.0f} msg/s", flush=True)
 
-        for n, (label, extra) in enumerate(workers):
+        for n, (label, extra, checkout) in enumerate(workers):
             prefix, raw, sent = preload()
             port = free_port()
             env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "ELDERWATCH_APP_ID": prefix,
                    "ELDERWATCH_TOPIC_PREFIX": f"{prefix}.", "ELDERWATCH_WEB_PORT": str(port),
                    "ELDERWATCH_PARTITIONS": str(PARTITIONS), "ELDERWATCH_DATA_DIR": str(work / f"worker{n}"), **extra}
             row = rows[f"worker-{n}"] = measure([sys.executable, "-m", "elderwatch.cli", "worker", "--loglevel", "warn"],
-                                                env, port, sent, work / f"worker{n}.log", pipeline_done)
+                                                env, port, sent, work / f"worker{n}.log", pipeline_done, cwd=checkout)
             row["label"], row["env"] = label, extra
             print(f"{label}: {row['rate']:,.0f} readings/s, "
                   f"{1000 * row['worker_cpu_share'] / row['rate']:.2f} ms of CPU per reading", flush=True)

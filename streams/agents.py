@@ -102,9 +102,11 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
     def processing_error(source: Source) -> None:  # received, so it must be one of the identity's terms
         counted(RejectReason.PROCESSING_ERROR)
 
-    validate_guard = AgentGuard("ingest-validate", "ingest.validate", dead_letters, agent_metrics,
+    # processing_error keeps the books (once): the guards' own dead letters are not counted again by reason.
+    guard_letters = DeadLetters(topics.deadletter, clock)
+    validate_guard = AgentGuard("ingest-validate", "ingest.validate", guard_letters, agent_metrics,
                                 on_error=processing_error)
-    normalize_guard = AgentGuard("ingest-normalize", "ingest.normalize", dead_letters, agent_metrics,
+    normalize_guard = AgentGuard("ingest-normalize", "ingest.normalize", guard_letters, agent_metrics,
                                  on_error=processing_error)
 
     async def validate(value: bytes | None, key: bytes | None, source: Source) -> None:

@@ -267,7 +267,7 @@ class OpenState:
     monitor: HouseholdMonitor
     offset: int  # of the last readings.validated message applied (-1: none yet)
     stored_record: bytes | None  # what the table held when the batch opened it
-    applied: list[tuple] = field(default_factory=list)  # (meter, ts, value) applied in this batch
+    applied: list[tuple] = field(default_factory=list)  # ((meter, ts, value), offset before it) of this batch
 
 
 class HouseholdStates:
@@ -333,9 +333,18 @@ class HouseholdStates:
             raise
         if self.metrics is not None:
             self.metrics.seconds.labels(phase="process").observe(time.perf_counter() - t1)
-        entry.applied.append(args)
+        entry.applied.append((args, entry.offset))
         entry.offset = offset
         return warnings, cleared
+
+    def undo_last(self, opened: "dict[str, OpenState]", household_id: str) -> None:
+        """Take the household's last applied reading of this batch back (what it raised could not be sent: the
+        agent dead-letters the reading): the monitor and offset as before it, as if it had failed in a detector."""
+        entry = opened.get(household_id)
+        if entry is None or not entry.applied:
+            return
+        _, entry.offset = entry.applied.pop()
+        entry.monitor = self._reopen(household_id, entry)
 
     def steps(self, opened: "dict[str, OpenState]") -> list[Step]:
         """The state of every household of a batch that applied a reading, dumped once, to :meth:`store` (after
@@ -368,7 +377,7 @@ class HouseholdStates:
     def _reopen(self, household_id: str, entry: "OpenState") -> HouseholdMonitor:
         """The monitor as it was before the reading that raised: the stored state and the batch's readings before."""
         fresh = self._open(household_id)
-        for args in entry.applied:
+        for args, _ in entry.applied:
             fresh.monitor.process(*args)
             fresh.monitor.take_cleared()
         return fresh.monitor
@@ -500,7 +509,10 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
         if source.topic == validated_name:  # received = processed + redelivered + dead_lettered + failed
             metrics.dead_lettered.labels(reason=RejectReason.PROCESSING_ERROR.value).inc()
 
-    guard = AgentGuard("detect", "detect", dead_letters, agent_metrics, on_error=processing_error)
+    # The guard's dead letters are not counted by reason: processing_error (above) keeps the books once, and only
+    # for readings (an outcome or a roster entry is not a term of the detect identity).
+    guard = AgentGuard("detect", "detect", DeadLetters(topics.deadletter, clock), agent_metrics,
+                       on_error=processing_error)
 
     async def learn_from(value: bytes | None, key: bytes | None, source: Source) -> None:
         """An applied outcome on tickets.feedback.ack -> the monitor's sensitivity; ack (by: detect); close."""
@@ -563,6 +575,15 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
             return
         warnings, cleared_episodes = applied
         batch.last_event[reading.household_id] = batch.event  # its changelog partition is the event's
+        try:
+            await send_outputs(reading, warnings, cleared_episodes, batch)
+        except Exception:  # the guard dead-letters the reading: its state must not say it was applied
+            states.undo_last(batch.opened, reading.household_id)
+            raise
+        metrics.processed.inc()
+
+    async def send_outputs(reading: ValidatedReading, warnings: list[AnomalyWarning],
+                           cleared_episodes: tuple[tuple[str, str], ...], batch: "_Batch") -> None:
         key = reading.household_id.encode()
         for warning in warnings:
             batch.sent.append(await topics.anomalies.send(key=key, value=warning.model_dump_json().encode()))
@@ -575,7 +596,6 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
             batch.sent.append(await topics.ticket_steps[TicketStep.WARNING].send(
                 key=key, value=command.model_dump_json().encode()))
             metrics.cleared.inc()
-        metrics.processed.inc()
 
     async def store_batch(batch: "_Batch") -> None:
         """What the batch's readings raised is acknowledged by the broker, then each household's state is

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import faust
 
@@ -148,3 +148,44 @@ def test_a_real_agent_survives_a_bug_on_one_message_and_processes_the_next():
     assert letter.reason is RejectReason.PROCESSING_ERROR and letter.detail == "ticket-warnings raised RuntimeError"
     assert AnomalyWarning.model_validate_json(letter.original_value()).warning_id == _warning("hh-000001", 7).warning_id
     assert AgentMetrics.of(metrics.registry).errors.labels(agent="ticket-warnings")._value.get() == 1
+
+
+def test_a_reading_an_ingest_agent_raises_on_is_counted_once_so_the_ingest_identity_holds():
+    """ingest-validate in faust (test_context): forwarding the first reading raises. It is dead-lettered
+    processing_error and counted once: received = valid + duplicates + dead_lettered + raw_redelivered."""
+    from elderwatch.settings import Settings
+    from schemas.tickets import Step
+    from streams.agents import register_ingest_agents
+    from streams.app import Topics
+    from prometheus_client import generate_latest
+
+    from streams.metrics import IngestMetrics, read_counts
+
+    t = FakeTopic
+    metrics = IngestMetrics()
+
+    async def main():
+        app = faust.App("t-guard-ingest", broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False,
+                        web_enabled=False)
+        raw = app.topic("readings.raw", key_type=bytes, value_type=bytes, key_serializer="raw",
+                        value_serializer="raw")
+        topics = Topics(raw=raw, by_household=t("readings.by-household", fail=1),
+                        validated=t("readings.validated"), deadletter=t("readings.deadletter"), anomalies=t("anomalies"),
+                        ticket_steps={s: t(f"tickets.{s.value}") for s in Step},
+                        ticket_acks={s: t(f"tickets.{s.value}.ack") for s in Step},
+                        roster=t("households.roster"), away=t("households.away"),
+                        notifications_pending=t("notifications.pending"))
+        register_ingest_agents(app, topics, {}, metrics, Settings(), clock=lambda: T0 + timedelta(days=1))
+        agent = next(a for a in app.agents.values() if a.name.endswith("ingest-validate"))
+        async with agent.test_context() as running:
+            for minute in (0, 15):
+                ts = (T0 + timedelta(minutes=minute)).isoformat()
+                await running.put(f'{{"household_id": "hh-000001", "meter": "water", "ts": "{ts}", "value": 1}}'
+                                  .encode(), key=b"hh-000001")
+        return topics
+
+    topics = asyncio.run(main())
+    assert len(topics.by_household.sent) == 1 and len(topics.deadletter.sent) == 1
+    counts = read_counts(generate_latest(metrics.registry).decode())
+    # received 2 = the one forwarded (normalize, a fake topic here, would judge it) + 1 dead-lettered, not 2
+    assert counts["received"] == 2 and counts["dead_lettered"] == 1

@@ -737,3 +737,22 @@ def test_batches_continue_from_the_state_before_a_reading_a_detector_raises_on()
     clean = _stage({}, factory=lambda h, z, c: Flaky(h, z, c))
     assert _dumped(warnings) == _dumped(_run_stage(clean, rows, range(len(rows))))
     assert _dumped(warnings) == _dumped(detect_readings(rows, monitor_factory=fake_factory))
+
+
+def test_a_reading_whose_warnings_could_not_be_sent_is_taken_back_from_the_batch():
+    """The agent dead-letters a reading when sending what it raised fails: undo_last leaves the household's state
+    as if the reading had never come, the batch's earlier readings kept."""
+    rows = _rows(households=("hh-a",))
+    table: dict[bytes, bytes] = {}
+    states = _stage(table)
+    opened: dict = {}
+    for offset, row in enumerate(rows[:20]):
+        states.apply(opened, _validated(row), offset)
+    states.apply(opened, _validated(rows[20]), 20)
+    states.undo_last(opened, "hh-a")
+    for step in states.steps(opened):
+        states.store(step)
+    assert decode_state(table[b"hh-a"])[0] == 19
+    reference: dict[bytes, bytes] = {}
+    _run_stage(_stage(reference), rows[:20], range(20))
+    assert table == reference
