@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from river import base
 
-from detectors.state import Codec, StateFormatError, boolean, entry, fail, number, text
+from detectors.state import Codec, StateFormatError, boolean, entry, fail, number, shared, text
 from schemas.anomaly import AnomalyKind, Severity
 
 
@@ -42,12 +43,12 @@ def scored_once(score_one):
     left out of pickles and is dropped by :meth:`Detector.learned`), so ``score_one`` stays pure."""
     @functools.wraps(score_one)
     def remembered(self, x: dict) -> float:
-        memo = self.__dict__.get("_memo")
+        memo = self._memo
         # the same dict, unchanged (the memo holds it, so its id cannot be reused meanwhile)
         if memo is not None and memo[0] is x and memo[1] == x["t"] and memo[2] == x["value"]:
             return memo[3]
         score = score_one(self, x)
-        self.__dict__["_memo"] = (x, x["t"], x["value"], score)
+        self._memo = (x, x["t"], x["value"], score)
         return score
     return remembered
 
@@ -55,15 +56,23 @@ def scored_once(score_one):
 class Detector(base.AnomalyDetector):
     """A per-household detector for one kind, reading the readings of ``meters``."""
 
+    # Caches live in slots, not in the instance dict: a key added to it after construction (in whichever
+    # order a household's readings add them) can turn the compact dict all instances share the keys of into
+    # one of its own, ~1.3 KB more per detector of every live monitor.
+    __slots__ = ("_memo", "_first_t")
+
+    def __new__(cls, *args, **kwargs):
+        detector = super().__new__(cls)
+        for name in cls.CACHES:  # unset caches (also for a copy or an unpickled detector)
+            setattr(detector, name, None)
+        return detector
+
     def learned(self) -> None:
         """Called by ``learn_one`` once it has its score and before it changes anything."""
-        self.__dict__.pop("_memo", None)
+        self._memo = None
 
     def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("_memo", None)
-        state.pop("_first_t", None)
-        return state
+        return self.__dict__.copy()  # the caches are in slots: never pickled
 
     def __setstate__(self, state) -> None:
         self.__dict__.update(state)
@@ -93,14 +102,32 @@ class Detector(base.AnomalyDetector):
     def from_state(cls, state: Any, where: str | None = None) -> "Detector":
         where = where or cls.__name__
         params, learned = entry(state, "params", where), entry(state, "learned", where)
+        detector = cls(**cls._checked_params(params, where))
+        for name, codec in cls.STATE.items():
+            setattr(detector, name, codec.decode(entry(learned, name, where + ".learned"), f"{where}.{name}"))
+        detector._check_state(where)
+        return detector
+
+    def _check_state(self, where: str) -> None:
+        """Called by :meth:`from_state` once every field is read: what no field's codec can check alone."""
+
+    @classmethod
+    def _checked_params(cls, params: Any, where: str) -> dict[str, Any]:
+        """A record's constructor parameters, checked. Every household has the same ones: they are checked once
+        and the same objects are given to every detector (keyed by their exact text: 90 and 90.0 differ)."""
         defaults = cls._param_defaults()
         if not isinstance(params, dict) or set(params) != set(defaults):
             raise StateFormatError(f"{where}.params: expected exactly {sorted(defaults)}")
-        detector = cls(**{name: _param(value, defaults[name], f"{where}.params.{name}")
-                          for name, value in params.items()})
-        for name, codec in cls.STATE.items():
-            setattr(detector, name, codec.decode(entry(learned, name, where + ".learned"), f"{where}.{name}"))
-        return detector
+        try:
+            key = (cls, repr(params))
+        except RecursionError:  # lists nested a thousand deep: not parameters
+            raise StateFormatError(f"{where}.params: not numbers") from None
+        checked = _CHECKED_PARAMS.get(key)
+        if checked is None:
+            checked = {name: _param(value, defaults[name], f"{where}.params.{name}") for name, value in params.items()}
+            if len(_CHECKED_PARAMS) < _MAX_CHECKED_PARAMS and len(key[1]) <= 4096:  # bounded, also in size
+                _CHECKED_PARAMS[key] = checked
+        return checked
 
     kind: AnomalyKind
     meters: tuple[str, ...] = ()
@@ -110,11 +137,11 @@ class Detector(base.AnomalyDetector):
     def _ready(self, x: dict, days: float | None = None) -> bool:
         """At least ``days`` (default ``min_days``) of data learned before ``x``."""
         days = self.min_days if days is None else days
-        first = self.__dict__.get("_first_t")  # _first in POSIX seconds, worked out once (not state)
+        first = self._first_t  # _first in POSIX seconds, worked out once (not state)
         if first is None:
             if self._first is None:
                 return False
-            first = self.__dict__["_first_t"] = self._first.timestamp()
+            first = self._first_t = self._first.timestamp()
         return x["t"] - first >= days * 86400
 
     def describe_one(self, x: dict) -> Finding:  # pragma: no cover - every detector overrides it
@@ -125,17 +152,22 @@ class Detector(base.AnomalyDetector):
         raise NotImplementedError
 
 
+#: (detector class, the text of a record's params) -> those params checked (see Detector._checked_params)
+_CHECKED_PARAMS: dict[tuple[type, str], dict[str, Any]] = {}
+_MAX_CHECKED_PARAMS = 256
+
+
 def _param(value: Any, default: Any, where: str) -> Any:
-    """A constructor parameter of the type of its default."""
+    """A constructor parameter of the type of its default (one object for all households with the same value)."""
     if isinstance(default, bool):
         return boolean(value, where)
     if isinstance(default, tuple):
         if type(value) is not list:
             raise fail(where, "a list", value)
-        return tuple(number(v, where) for v in value)
+        return shared(tuple(number(v, where) for v in value))
     if isinstance(default, str):
-        return text(value, where)
-    return number(value, where)
+        return sys.intern(text(value, where))
+    return shared(number(value, where))
 
 
 _HALF_DAY = timedelta(hours=12)

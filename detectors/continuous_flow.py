@@ -34,12 +34,11 @@ water has run in every interval for 2.2 h since 14:00 (about 27 litres, at least
 
 from __future__ import annotations
 
-from collections import deque
 from datetime import timedelta
 
 from detectors.base import Detector, Finding, duration_text, scored_once
-from detectors.rhythm import DecayingMax
-from detectors.state import BOOLEAN, DATETIME, NUMBER, NUMBERS, deque_of, list_of, nullable, pair, state_of
+from detectors.rhythm import DecayingMaxima, Steps
+from detectors.state import BOOLEAN, DATETIME, NUMBER, NUMBERS, StateFormatError, nullable, state_of
 from schemas.anomaly import AnomalyKind, Severity
 
 
@@ -72,7 +71,7 @@ class ContinuousFlowDetector(Detector):
     meters = ("water",)
 
     STATE = {
-        "_highest": list_of(state_of(DecayingMax)), "_run": deque_of(pair(NUMBER, NUMBER)), "_run_start": DATETIME,
+        "_highest": state_of(DecayingMaxima), "_run": state_of(Steps), "_run_start": DATETIME,
         "_run_minutes": NUMBER, "_run_litres": NUMBER, "_pending": nullable(NUMBERS), "_flagged": BOOLEAN,
         "_first": DATETIME,
     }
@@ -90,8 +89,8 @@ class ContinuousFlowDetector(Detector):
         self.ratchet = ratchet
         self.steady_share = steady_share
         self.steady_ratio = steady_ratio
-        self._highest = [DecayingMax(half_life_days) for _ in self.windows]
-        self._run: deque[tuple[float, float]] = deque()  # current wet run: (minutes, litres), newest last
+        self._highest = DecayingMaxima(len(self.windows), half_life_days)
+        self._run = Steps()  # current wet run: (minutes, litres), newest last
         self._run_start = None    # data time the current wet run began
         self._run_minutes = 0.0
         self._run_litres = 0.0
@@ -125,7 +124,7 @@ class ContinuousFlowDetector(Detector):
         return floors
 
     def threshold(self, x: dict) -> list[float]:
-        return [max(self.min_litres_per_hour, self.margin * m.get(x["t"])) for m in self._highest]
+        return [max(self.min_litres_per_hour, self.margin * m) for m in self._highest.values(x["t"])]
 
     @scored_once
     def score_one(self, x: dict) -> float:
@@ -146,11 +145,9 @@ class ContinuousFlowDetector(Detector):
             # a run just ended: its floors were normal unless it was flagged
             if self._pending is not None and self._ready(x, self.learn_after_days):
                 if not self._flagged:
-                    for highest, floor in zip(self._highest, self._pending):
-                        highest.update(floor, x["t"])
+                    self._highest.update_all(self._pending, x["t"])
                 elif self.ratchet > 1:
-                    for highest, limit in zip(self._highest, self.threshold(x)):
-                        highest.nudge(limit / self.margin, self.ratchet, x["t"])
+                    self._highest.nudge_all([limit / self.margin for limit in self.threshold(x)], self.ratchet, x["t"])
             self._pending = None
         if x["active"]:
             self._pending = floors if self._pending is None or x["gap"] else [
@@ -161,7 +158,7 @@ class ContinuousFlowDetector(Detector):
         if x["active"]:
             if self._run_start is None:
                 self._run_start = x["ts"] - timedelta(minutes=x["minutes"])
-            self._run.append((x["minutes"], x["value"]))
+            self._run.append(x["minutes"], x["value"])
             self._run_minutes += x["minutes"]
             self._run_litres += x["value"]
             while len(self._run) >= max(self.windows):
@@ -176,7 +173,7 @@ class ContinuousFlowDetector(Detector):
         floors, limits = self._floors(x), self.threshold(x)
         i = max(range(len(floors)), key=lambda k: floors[k] / limits[k])
         start_local = x["local"] - (x["ts"] - start)
-        usual = self._highest[i].get(x["t"])
+        usual = self._highest.get(i, x["t"])
         window = self.windows[i] * x["minutes"]
         return Finding(
             severity=Severity.HIGH if minutes >= 180 else Severity.MEDIUM,
@@ -191,5 +188,17 @@ class ContinuousFlowDetector(Detector):
                       "usual_floor_litres_per_hour": round(usual, 2)},
         )
 
+    def _check_state(self, where: str) -> None:
+        windows = len(self.windows)
+        if len(self._highest) != windows or (self._pending is not None and len(self._pending) != windows):
+            raise StateFormatError(f"{where}: not one number per window")
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        if not isinstance(self._run, Steps):  # pickled when it was a deque of pairs
+            self._run = Steps(self._run)
+        if isinstance(self._highest, list):  # pickled when it was a list of DecayingMax
+            self._highest = DecayingMaxima.of(self._highest)
+
     def baseline(self):
-        return tuple((round(m._value, 9), m.n) for m in self._highest)
+        return self._highest.snapshot()

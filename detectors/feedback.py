@@ -37,7 +37,6 @@ needed_help for inactivity: sensitivity restored 0.85 -> 1.00
 from __future__ import annotations
 
 import hashlib
-from collections import deque
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -81,7 +80,13 @@ class FeedbackLog:
 
     def __init__(self) -> None:
         self.streaks: dict[AnomalyKind, int] = {}
-        self.keys: deque[bytes] = deque(maxlen=KEEP_KEYS)
+        # oldest first, at most KEEP_KEYS: a list (56 bytes empty; a deque is 760 bytes even when empty,
+        # and most households never get feedback)
+        self.keys: list[bytes] = []
+
+    def __setstate__(self, state) -> None:  # pickled when keys were a deque
+        _, slots = state
+        self.streaks, self.keys = slots["streaks"], list(slots["keys"])[-KEEP_KEYS:]
 
     def to_state(self) -> dict:
         return {"streaks": {kind.value: n for kind, n in self.streaks.items()}, "keys": [k.hex() for k in self.keys]}
@@ -94,7 +99,8 @@ class FeedbackLog:
             raise StateFormatError(f"{where}.streaks: expected an object")
         try:
             log.streaks = {AnomalyKind(text(k, where)): integer(n, where) for k, n in streaks.items()}
-            log.keys.extend(bytes.fromhex(text(k, where)) for k in array(entry(state, "keys", where), where + ".keys"))
+            keys = array(entry(state, "keys", where), where + ".keys")
+            log.keys = [bytes.fromhex(text(k, where)) for k in keys][-KEEP_KEYS:]
         except ValueError as exc:
             if isinstance(exc, StateFormatError):
                 raise
@@ -131,6 +137,8 @@ class FeedbackLog:
         if digest in self.keys:
             return effect("key already applied: nothing changed", duplicate=True)
         self.keys.append(digest)
+        if len(self.keys) > KEEP_KEYS:
+            del self.keys[0]
         if kind not in WELFARE_KINDS:
             return effect(f"{kind} is about data, not welfare: nothing changed" if isinstance(kind, AnomalyKind)
                           else f"unknown kind {kind!r}: nothing changed")

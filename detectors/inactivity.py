@@ -43,8 +43,8 @@ from __future__ import annotations
 import math
 
 from detectors.base import Detector, Finding, scored_once
-from detectors.rhythm import DecayingTopK, HourlyMean, Switches
-from detectors.state import BOOLEAN, DATETIME, INTEGER, NUMBER, Codec, meter_map, state_of
+from detectors.rhythm import HourlyMean, HourlyTopK, Switches
+from detectors.state import BOOLEAN, DATETIME, INTEGER, NUMBER, meter_map, state_of
 from schemas.anomaly import AnomalyKind, Severity
 
 _METERS = ("water", "electricity")
@@ -96,11 +96,12 @@ class InactivityDetector(Detector):
 
     STATE = {
         "_rates": meter_map(state_of(HourlyMean)), "_switches": state_of(Switches),
-        "_normal": meter_map(Codec(DecayingTopK.many_to_state, DecayingTopK.many_from_state)), "_since": DATETIME, "_since_hour": INTEGER,
+        "_normal": meter_map(state_of(HourlyTopK)), "_since": DATETIME, "_since_hour": INTEGER,
         "_surprise": meter_map(NUMBER), "_expected": meter_map(NUMBER), "_intervals": meter_map(INTEGER),
         "_flagged": BOOLEAN, "_seen": INTEGER, "_first": DATETIME,
     }
     CACHES = Detector.CACHES + ("_bars",)
+    __slots__ = ("_bars",)  # a cache: in a slot, as Detector's
 
     def __init__(self, margin: float = 4.0, min_surprise: float = 6.0, fading_factor: float = 0.01,
                  half_life_days: float = 90.0, min_days: float = 14.0, learn_after_days: float = 3.0,
@@ -125,7 +126,7 @@ class InactivityDetector(Detector):
         self._rates = {m: HourlyMean(fading_factor) for m in _METERS}  # share of intervals with activity
         self._switches = Switches(switch_kw, switch_z, fading_factor=fading_factor)
         # per meter, by local hour the silence began: the longest normal silences, on that meter's clock
-        self._normal = {m: [DecayingTopK(keep, half_life_days) for _ in range(24)] for m in _METERS}
+        self._normal = {m: HourlyTopK(keep, half_life_days) for m in _METERS}
         self._since = None          # data time of the last activity (None: none seen yet)
         self._since_hour = 0
         # the current silence, per meter: surprise, activity expected (for the explanation), intervals
@@ -138,7 +139,7 @@ class InactivityDetector(Detector):
 
     # -- scoring -------------------------------------------------------------------------
     def _p(self, x: dict) -> float:
-        return min(self._rates[x["meter"]].get(x["hour"]), self.p_cap)
+        return min(self._rates[x["meter"]].values[x["hour"]], self.p_cap)  # .get(hour), read directly: hot
 
     def _step(self, x: dict) -> float:
         return -math.log1p(-self._p(x))
@@ -151,24 +152,27 @@ class InactivityDetector(Detector):
         meter = meter or x["meter"]
         # Kept values all forget at one rate, so which one is rank-th never changes between updates:
         # it is found once per silence (a cache, not state) and only its decay is worked out per reading.
-        cache = self.__dict__.setdefault("_bars", {})
+        cache = self._bars
+        if cache is None:
+            cache = self._bars = {}
         key = (meter, h, n)
         chosen = cache.get(key)
+        normal = self._normal[meter]
         if chosen is None:
-            pooled = sorted(((v * t.decay(t._at, x["t"]), v, t) for d in range(-n, n + 1)
-                             for t in (self._normal[meter][(h + d) % 24],) for v in t._values),
+            pooled = sorted(normal.pooled([(h + d) % 24 for d in range(-n, n + 1)], x["t"]),
                             key=lambda item: item[:2], reverse=True)
             chosen = cache[key] = (pooled[self.rank - 1] if len(pooled) >= self.rank else
                                    (pooled[0] if pooled else None))
         if chosen is None:
             return 0.0
-        _, value, kept = chosen
-        return value * kept.decay(kept._at, x["t"])  # exactly what kept.values() gives for it
+        _, value, hour = chosen
+        return value * normal.decay(hour, x["t"])  # exactly what normal.values(hour) gives for it
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_bars", None)
-        return state
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        for m, normal in self._normal.items():
+            if isinstance(normal, list):  # pickled before the table: 24 DecayingTopK
+                self._normal[m] = HourlyTopK.of(normal)
 
     def threshold(self, x: dict, meter: str | None = None) -> float:
         if (meter or x["meter"]) == "electricity":
@@ -213,12 +217,12 @@ class InactivityDetector(Detector):
                 for m in _METERS:
                     if not self._seen & (1 if m == "water" else 2):
                         continue
-                    normal = self._normal[m][self._since_hour]
+                    normal = self._normal[m]
                     if not self._flagged and hours <= self.max_normal_hours:
-                        normal.update(self._surprise[m], x["t"])  # a normal silence just ended
+                        normal.update(self._since_hour, self._surprise[m], x["t"])  # a normal silence just ended
                     elif self._flagged and self.ratchet > 1:
-                        normal.update(self.usual_long(x, m) * self.ratchet, x["t"])
-            self.__dict__.pop("_bars", None)  # the tables may have changed, and a new silence begins
+                        normal.update(self._since_hour, self.usual_long(x, m) * self.ratchet, x["t"])
+            self._bars = None  # the tables may have changed, and a new silence begins
             self._since = x["ts"]
             self._since_hour = x["local"].hour
             for m in _METERS:
@@ -274,5 +278,6 @@ class InactivityDetector(Detector):
 
     def baseline(self):
         return (tuple(self._rates[m].snapshot() for m in _METERS),
-                tuple((tuple(round(v, 9) for v in t._values), t.n) for m in _METERS for t in self._normal[m]),
+                tuple((tuple(round(v, 9) for v in self._normal[m].kept(h)), self._normal[m].n[h])
+                      for m in _METERS for h in range(24)),
                 round(self._switches.threshold(), 9))

@@ -40,6 +40,7 @@ True
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -138,6 +139,33 @@ class MonitorConfig:
                    **overrides)
 
 
+#: Configs in use, shared between monitors: a worker runs every household under one or two, and each
+#: monitor's own copy (a frozenset, tuples, their strings) would be ~2 KB of its memory. Keyed by the exact
+#: text of the numbers (21 and 21.0 are equal but written differently in a record). Read only, as is the
+#: dict of operating points kept with each. Bounded: past this many, a config is simply not shared.
+_SHARED_CONFIGS: dict[tuple, tuple[MonitorConfig, dict[AnomalyKind, float]]] = {}
+_MAX_SHARED_CONFIGS = 64
+_last_shared: tuple = (None, None)  # (the config last asked for, what it is shared as): the detect stage's one
+
+
+def shared_config(config: MonitorConfig) -> tuple[MonitorConfig, dict[AnomalyKind, float]]:
+    """A config equal to ``config`` in every digit, already in use by other monitors (else ``config``), and its
+    operating point per kind."""
+    global _last_shared
+    last = _last_shared
+    if last[0] is config:
+        return last[1]
+    key = (repr((config.warmup_days, config.gap_factor, config.first_interval_minutes, config.sensitivity,
+                 config.version)), config.kinds)
+    shared = _SHARED_CONFIGS.get(key)
+    if shared is None:
+        shared = (config, {kind: config.operating_point(kind) for kind in AnomalyKind})
+        if len(_SHARED_CONFIGS) < _MAX_SHARED_CONFIGS:
+            _SHARED_CONFIGS[key] = shared
+    _last_shared = (config, shared)
+    return shared
+
+
 class _Series:
     """Per meter: when it last reported and its usual interval."""
 
@@ -161,12 +189,11 @@ class HouseholdMonitor:
                  detectors: list[Detector] | None = None) -> None:
         self.household_id = household_id
         self.timezone = timezone
-        self.config = config or MonitorConfig()
+        self.config, self._points = shared_config(config or MonitorConfig())  # _points: kind -> operating point
         self._tz = ZoneInfo(timezone)
         self.detectors = [d for d in (detectors if detectors is not None else default_detectors())
                           if d.kind in self.config.kinds]
         self.sensitivity: dict[AnomalyKind, float] = {}  # per household, from staff feedback
-        self._points = {d.kind: self.config.operating_point(d.kind) for d in self.detectors}
         self._reading: dict[str, list[Detector]] = {}  # meter -> the detectors reading it (not state)
         self.feedback = FeedbackLog()
         self.usage = RecentUsage(timezone)  # what staff see of the last 48 hours; no detector reads it
@@ -208,8 +235,7 @@ class HouseholdMonitor:
         """Warn under ``config`` from now on (the detection config the worker runs with, which may be newer
         than the one this state was saved under). What was learned stays: settings only gate warnings."""
         if config is not self.config:
-            self.config = config
-            self._points = {d.kind: config.operating_point(d.kind) for d in self.detectors}
+            self.config, self._points = shared_config(config)
 
     def set_timezone(self, name: str) -> bool:
         """Read local time in the IANA zone ``name`` from the next reading on (the roster moved the household);
@@ -369,7 +395,7 @@ class HouseholdMonitor:
             if detector_type is None:
                 raise StateFormatError(f"detectors[{i}]: unknown detector type {name!r}")
             detectors.append(detector_type.from_state(state, name))
-        timezone = text(get(record, "timezone"), "timezone")
+        timezone = sys.intern(text(get(record, "timezone"), "timezone"))  # one string per zone, not per household
         monitor = cls(text(get(record, "household_id"), "household_id"), timezone, config=config, detectors=detectors)
         if len(monitor.detectors) != len(detectors):
             raise StateFormatError("detectors: a detector of a kind the config does not run")
@@ -384,7 +410,7 @@ class HouseholdMonitor:
             raise StateFormatError("series: expected an object")
         for meter, value in series.items():
             last, usual = array(value, f"series.{meter}", 2)
-            s = monitor._series[text(meter, "series")] = _Series()
+            s = monitor._series[sys.intern(text(meter, "series"))] = _Series()
             s.last, s.usual = DATETIME.decode(last, f"series.{meter}"), optional(number)(usual, f"series.{meter}")
         monitor._open = {AnomalyKind(text(k, "open")) for k in array(get(record, "open"), "open")}
         open_warnings = get(record, "open_warnings")
@@ -413,7 +439,7 @@ class HouseholdMonitor:
             object.__setattr__(self.config, "sensitivity", ())
         if not hasattr(self.config, "version"):  # saved before detection config files
             object.__setattr__(self.config, "version", BUILTIN_VERSION)
-        self._points = {d.kind: self.config.operating_point(d.kind) for d in self.detectors}
+        self.config, self._points = shared_config(self.config)
         self._reading = {}
         self.__dict__.setdefault("_open_warnings", {})  # states saved before episodes were reported cleared
         self.__dict__.setdefault("_cleared", [])

@@ -42,12 +42,18 @@ from datetime import date, datetime
 
 from detectors.base import Detector, Finding, scored_once
 from detectors.rhythm import DecayingMax, HourlyMean, Switches
-from detectors.state import DATE, DATETIME, INTEGER, NUMBER, frozenset_of, list_of, meter_map, nullable, pair, state_of
+from detectors.state import (DATE, DATETIME, INTEGER, NUMBER, Codec, frozenset_of, list_of, meter_map, nullable, pair,
+                             shared, state_of)
 from schemas.anomaly import AnomalyKind, Severity
 
 _NIGHT_SIDE = (19, 20, 21, 22, 23, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
 _NIGHT_SIDE_SET = frozenset(_NIGHT_SIDE)
 _METERS = ("water", "electricity")  # sleep, if any, includes some of these hours
+
+
+#: A set of sleep hours, shared by the households that have the same (a frozenset is ~700 bytes).
+_SLEEP_HOURS = Codec(frozenset_of(INTEGER).encode,
+                     lambda value, where: shared(frozenset_of(INTEGER).decode(value, where)))
 
 
 class NightActivityDetector(Detector):
@@ -81,7 +87,7 @@ class NightActivityDetector(Detector):
         "_night": DATE, "_score": NUMBER, "_session": NUMBER, "_last_use": DATETIME, "_uses": INTEGER,
         "_switched": INTEGER, "_first_use": DATETIME, "_past": list_of(nullable(NUMBER)),
         # a cache, but one that outlives a reading (sleep hours are worked out once per hour of data): kept
-        "_sleep_cache": pair(INTEGER, frozenset_of(INTEGER)), "_first": DATETIME,
+        "_sleep_cache": pair(INTEGER, _SLEEP_HOURS), "_first": DATETIME,
     }
 
     def __init__(self, nights: int = 2, window: int = 3, margin: float = 1.2,
@@ -159,7 +165,7 @@ class NightActivityDetector(Detector):
         """Sleep hours are worked out once per hour of data (in learn_one, so score_one stays pure)."""
         key = int(x["t"] // 3600)
         if self._sleep_cache[0] != key:
-            self._sleep_cache = (key, self._sleep_run())
+            self._sleep_cache = (key, shared(self._sleep_run()))
 
     def _surprise(self, x: dict) -> float:
         if not self._up(x) or not self._sleeping(x["hour"], x):

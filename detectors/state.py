@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import json
 import pickle
 import struct
+import sys
 import zlib
+from array import array as _array
 from collections import deque
 from collections.abc import Callable
 from datetime import date, datetime
@@ -132,6 +135,34 @@ def number(value: Any, where: str) -> int | float:
     raise fail(where, "a number", value)
 
 
+#: Parameters every household has (90.0 days, a fading factor of 0.01, windows (30, 60, 120, 240), its sleep
+#: hours) as one object each, not one per household. Floats (not 0.0, equal to -0.0 but written differently),
+#: tuples and frozensets of ints only, each in its own table: a lookup never gives 1 for 1.0. Bounded: past
+#: this many, values are kept as they are.
+_SHARED_FLOATS: dict[float, float] = {}
+_SHARED_TUPLES: dict[tuple, tuple] = {}
+_SHARED_SETS: dict[frozenset, frozenset] = {}
+_MAX_SHARED = 4096
+
+
+def shared(value: Any) -> Any:
+    """``value``, or an identical one (same type, same digits) already in memory. For parameters."""
+    if type(value) is float:
+        table = _SHARED_FLOATS
+        if not value:
+            return value
+    elif type(value) is tuple and all(type(v) is int for v in value):
+        table = _SHARED_TUPLES
+    elif type(value) is frozenset and all(type(v) is int for v in value):
+        table = _SHARED_SETS
+    else:
+        return value
+    kept = table.get(value)
+    if kept is None and len(table) < _MAX_SHARED:
+        kept = table[value] = value
+    return value if kept is None else kept
+
+
 def integer(value: Any, where: str) -> int:
     if type(value) is int:
         return value
@@ -178,12 +209,17 @@ def encode_datetime(ts: datetime | None) -> str | None:
 
 def decode_datetime(value: Any, where: str) -> datetime:
     try:
-        ts = datetime.fromisoformat(text(value, where))
+        ts = _datetime(text(value, where))
     except ValueError:
         raise StateFormatError(f"{where}: not an ISO 8601 time") from None
     if ts.utcoffset() is None:
         raise StateFormatError(f"{where}: a time without a UTC offset")
     return ts
+
+
+# A record holds the same instant several times (each detector's first reading, a meter's last one), and
+# households' last readings share the readings' times: the same text gives the same (immutable) object.
+_datetime = functools.lru_cache(maxsize=64)(datetime.fromisoformat)
 
 
 def encode_date(day: date | None) -> str | None:
@@ -197,8 +233,14 @@ def decode_date(value: Any, where: str) -> date:
         raise StateFormatError(f"{where}: not an ISO 8601 date") from None
 
 
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
 def pack_floats(values: list[float]) -> str:
-    """Floats as base64 little-endian doubles: exact, and 12 characters each whatever their digits."""
+    """Floats as base64 little-endian doubles: exact, and 12 characters each whatever their digits.
+    An ``array('d')`` (how the hourly tables are kept in memory) is written from its buffer: the same bytes."""
+    if type(values) is _array and values.typecode == "d" and _LITTLE_ENDIAN:
+        return base64.b64encode(values).decode("ascii")
     return base64.b64encode(struct.pack(f"<{len(values)}d", *values)).decode("ascii")
 
 
@@ -210,6 +252,30 @@ def decode_floats(value: Any, where: str, length: int | None = None) -> list[flo
     if len(raw) % 8 or (length is not None and len(raw) != 8 * length):
         raise StateFormatError(f"{where}: expected {length if length is not None else 'whole'} doubles")
     return list(struct.unpack(f"<{len(raw) // 8}d", raw))
+
+
+def decode_float_array(value: Any, where: str, length: int | None = None) -> _array:
+    """:func:`decode_floats` as an ``array('d')``: 8 bytes a float in memory, where a list holds a
+    24-byte float object and an 8-byte pointer per value (the hourly tables are most of a monitor's memory)."""
+    try:
+        raw = base64.b64decode(text(value, where), validate=True)
+    except (binascii.Error, ValueError):
+        raise StateFormatError(f"{where}: not base64") from None
+    if len(raw) % 8 or (length is not None and len(raw) != 8 * length):
+        raise StateFormatError(f"{where}: expected {length if length is not None else 'whole'} doubles")
+    floats = _array("d", raw)
+    if not _LITTLE_ENDIAN:
+        floats.byteswap()
+    return floats
+
+
+def integer_array(value: Any, where: str, length: int | None = None) -> _array:
+    """Integers (0 to 2**32 - 1) as an ``array('I')``: counts per hour, 4 bytes each, not an int object each."""
+    values = [integer(v, where) for v in array(value, where, length)]
+    try:
+        return _array("I", values)
+    except OverflowError:
+        raise StateFormatError(f"{where}: an integer out of range") from None
 
 
 def numbers(value: Any, where: str) -> list:
@@ -227,6 +293,7 @@ PICKLE_ALLOWED = frozenset({
     ("detectors.meter_offline", "MeterOfflineDetector"), ("detectors.decline", "DeclineDetector"),
     ("detectors.rhythm", "FadingMean"), ("detectors.rhythm", "HourlyMean"), ("detectors.rhythm", "HourlyPower"),
     ("detectors.rhythm", "DecayingMax"), ("detectors.rhythm", "DecayingTopK"), ("detectors.rhythm", "Switches"),
+    ("detectors.rhythm", "HourlyTopK"), ("detectors.rhythm", "Steps"), ("detectors.rhythm", "DecayingMaxima"),
     ("detectors.usage", "RecentUsage"), ("detectors.usage", "_MeterUsage"), ("detectors.feedback", "FeedbackLog"),
     ("schemas.anomaly", "AnomalyKind"),
     ("datetime", "datetime"), ("datetime", "date"), ("datetime", "timedelta"), ("datetime", "timezone"),
@@ -317,7 +384,7 @@ def meter_map(codec: Codec) -> Codec:
     def decode_map(value: Any, where: str) -> dict:
         if not isinstance(value, dict):
             raise fail(where, "an object", value)
-        return {text(k, where): decode(v, f"{where}.{k}") for k, v in value.items()}
+        return {sys.intern(text(k, where)): decode(v, f"{where}.{k}") for k, v in value.items()}
     return Codec(lambda values: {k: encode(v) for k, v in values.items()}, decode_map)
 
 

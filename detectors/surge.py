@@ -30,12 +30,12 @@ electricity has been about 2.5 kW above this household's usual for this time of 
 
 from __future__ import annotations
 
-from collections import deque
 from datetime import timedelta
 
 from detectors.base import Detector, Finding, duration_text, scored_once
-from detectors.rhythm import DecayingMax, HourlyMean
-from detectors.state import BOOLEAN, DATETIME, INTEGER, NUMBER, NUMBERS, deque_of, list_of, nullable, pair, state_of
+from detectors.rhythm import DecayingMaxima, HourlyMean, Steps
+from detectors.state import (BOOLEAN, DATETIME, INTEGER, NUMBER, NUMBERS, StateFormatError, list_of, nullable, pair,
+                             state_of)
 from schemas.anomaly import AnomalyKind, Severity
 
 
@@ -71,9 +71,9 @@ class SurgeDetector(Detector):
 
     STATE = {
         "_usual": state_of(HourlyMean), "_season": state_of(HourlyMean),
-        "_season_largest": list_of(state_of(DecayingMax)), "_run_kw": list_of(pair(INTEGER, NUMBER)),
+        "_season_largest": state_of(DecayingMaxima), "_run_kw": list_of(pair(INTEGER, NUMBER)),
         "_to_season": pair(list_of(pair(INTEGER, NUMBER)), nullable(NUMBERS)),
-        "_largest": list_of(state_of(DecayingMax)), "_recent": deque_of(pair(NUMBER, NUMBER)), "_run_start": DATETIME,
+        "_largest": state_of(DecayingMaxima), "_recent": state_of(Steps), "_run_start": DATETIME,
         "_pending": nullable(NUMBERS), "_quiet_until": DATETIME, "_flagged": BOOLEAN, "_first": DATETIME,
     }
 
@@ -95,11 +95,11 @@ class SurgeDetector(Detector):
         self._season = HourlyMean(season_fading)  # recent days, per hour: follows the heating season
         # this week's largest excess per window, every completed run included (a heater used on cold
         # evenings at whatever hour): forgets in days, so one run left on is not normal for long
-        self._season_largest = [DecayingMax(season_half_life_days) for _ in self.windows_minutes]
+        self._season_largest = DecayingMaxima(len(self.windows_minutes), season_half_life_days)
         self._run_kw: list[tuple[int, float]] = []  # (local hour, kW) of the current run of clear excess
         self._to_season: tuple[list, list | None] = ([], None)  # ended runs not yet taken in: (kW by hour, sums)
-        self._largest = [DecayingMax(half_life_days) for _ in self.windows_minutes]
-        self._recent: deque[tuple[float, float]] = deque()  # (minutes, excess kWh), newest last
+        self._largest = DecayingMaxima(len(self.windows_minutes), half_life_days)
+        self._recent = Steps()  # (minutes, excess kWh), newest last
         self._run_start = None   # data time the current run of clear excess began
         self._pending = None     # the largest window sums of that run, learned if it ends unflagged
         self._quiet_until = None # after a flagged run, nothing is learned until its windows have passed
@@ -108,7 +108,7 @@ class SurgeDetector(Detector):
 
     def usual_kw(self, hour: int) -> float:
         """This hour's usual power: the slow average, or this week's if higher (heating season)."""
-        return max(self._usual.get(hour), self._season.get(hour))
+        return max(self._usual.values[hour], self._season.values[hour])  # HourlyMean.get, read directly: hot
 
     def _excess(self, x: dict) -> float:
         usual_kwh = self.usual_kw(x["hour"]) * x["minutes"] / 60.0
@@ -134,8 +134,8 @@ class SurgeDetector(Detector):
         # the shortest windows are where cooking and laundry live: they need a wider margin
         now = x["t"]
         return [max(self.min_kw * w / 60.0,
-                    self.margin * (self.short_margin if w <= 30 else 1.0) * max(m.get(now), r.get(now)))
-                for w, m, r in zip(self.windows_minutes, self._largest, self._season_largest)]
+                    self.margin * (self.short_margin if w <= 30 else 1.0) * max(m, r))
+                for w, m, r in zip(self.windows_minutes, self._largest.values(now), self._season_largest.values(now))]
 
     @scored_once
     def _scored(self, x: dict) -> tuple[float, list[float]]:
@@ -175,11 +175,9 @@ class SurgeDetector(Detector):
                     self._quiet_until = x["ts"] + timedelta(minutes=max(self.windows_minutes))
                     learning = False
                 elif learning:
-                    for largest, p in zip(self._largest, self._pending):
-                        largest.update(p, x["t"])
+                    self._largest.update_all(self._pending, x["t"])
             if learning and not flagged:
-                for largest, s in zip(self._largest, sums):
-                    largest.update(s, x["t"])
+                self._largest.update_all(sums, x["t"])
             # this week's usual takes a run in once it is over, flagged or not: if it was the new
             # season's heater, tomorrow evening's is usual; if it was left on all night, only a
             # share of it is, and that fades unless it happens again
@@ -188,16 +186,15 @@ class SurgeDetector(Detector):
                                self._pending if self._ready(x, self.learn_after_days) else self._to_season[1])
             self._run_start, self._pending, self._flagged = None, None, False
             self._run_kw = []
-        self._recent.append((x["minutes"], excess))
-        span, longest = sum(m for m, _ in self._recent), max(self.windows_minutes)
+        self._recent.append(x["minutes"], excess)
+        span, longest = self._recent.minutes(), max(self.windows_minutes)
         while span > longest:
             span -= self._recent.popleft()[0]
         if not flagged and (self._to_season[0] or self._to_season[1]):
             runs_kw, sums = self._to_season
             for hour, kw in runs_kw:
                 self._season.update(hour, kw)
-            for recent, p in zip(self._season_largest, sums or ()):
-                recent.update(p, x["t"])
+            self._season_largest.update_all(sums or (), x["t"])
             self._to_season = ([], None)
         if not flagged and not self._flagged and self._run_start is None:
             self._usual.update(x["hour"], x["value"] * 60.0 / x["minutes"])
@@ -226,6 +223,20 @@ class SurgeDetector(Detector):
                       "minutes": round(minutes, 1), "score": round(self.score_one(x), 3)},
         )
 
+    def _check_state(self, where: str) -> None:
+        windows = len(self.windows_minutes)
+        if (len(self._largest) != windows or len(self._season_largest) != windows
+                or any(sums is not None and len(sums) != windows for sums in (self._pending, self._to_season[1]))):
+            raise StateFormatError(f"{where}: not one number per window")
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        if not isinstance(self._recent, Steps):  # pickled when it was a deque of pairs
+            self._recent = Steps(self._recent)
+        for name in ("_largest", "_season_largest"):
+            if isinstance(getattr(self, name), list):  # pickled when it was a list of DecayingMax
+                setattr(self, name, DecayingMaxima.of(getattr(self, name)))
+
     def baseline(self):
         return (self._usual.snapshot(), self._season.snapshot(),
-                tuple((round(m._value, 9), m.n) for m in self._largest + self._season_largest))
+                self._largest.snapshot() + self._season_largest.snapshot())

@@ -49,13 +49,14 @@ unless ``now`` is given (data time, so replays and the live stage agree).
 from __future__ import annotations
 
 import math
+import sys
 from array import array
 from datetime import date, datetime, time, timedelta
 from datetime import timezone as dt_timezone
 from zoneinfo import ZoneInfo
 
 from detectors.rhythm import FadingMean
-from detectors.state import StateFormatError, decode_floats, entry, integer, optional, pack_floats, real, text
+from detectors.state import StateFormatError, decode_float_array, entry, integer, optional, pack_floats, real, text
 
 #: Unit per meter, in the summary.
 UNITS = {"water": "L", "electricity": "kWh"}
@@ -72,6 +73,11 @@ _HOUR_US = 3_600_000_000
 _MISSING = math.nan
 
 
+def _missing(hours: int) -> array:
+    """``hours`` hours without a reading (NaN)."""
+    return array("d", [_MISSING]) * hours
+
+
 def _micros(ts: datetime) -> int:
     """POSIX microseconds of an aware datetime (integers: no float rounding at hour boundaries)."""
     return (ts - _EPOCH) // _US
@@ -84,7 +90,7 @@ class _MeterUsage:
 
     def __init__(self, hours: int) -> None:
         self.end: int | None = None           # hour index (see RecentUsage._hour) of values[-1]
-        self.values = [_MISSING] * hours      # NaN: no reading in that hour
+        self.values = _missing(hours)         # NaN: no reading in that hour (doubles: 8 bytes an hour)
         self.last: int | None = None          # POSIX µs of the last reading
         self.day: int | None = None           # local date (ordinal) of the day in progress
         self.day_total = 0.0
@@ -94,12 +100,12 @@ class _MeterUsage:
     def add(self, hour: int, value: float) -> None:
         values, n = self.values, len(self.values)
         if self.end is None or hour >= self.end + n:
-            values[:] = [_MISSING] * n
+            values[:] = _missing(n)
             self.end = hour
         elif hour > self.end:
             shift = hour - self.end
             del values[:shift]
-            values.extend([_MISSING] * shift)
+            values.extend(_missing(shift))
             self.end = hour
         i = n - 1 - (self.end - hour)
         if i < 0:
@@ -117,12 +123,12 @@ class _MeterUsage:
 
     def __getstate__(self):
         # the ring as 8-byte doubles in one bytes object: about half a pickled list of floats
-        return (self.end, array("d", self.values).tobytes(), self.last, self.day, self.day_total, self.day_minutes,
+        return (self.end, self.values.tobytes(), self.last, self.day, self.day_total, self.day_minutes,
                 self.daily)
 
     def __setstate__(self, state) -> None:
         self.end, values, self.last, self.day, self.day_total, self.day_minutes, self.daily = state
-        self.values = array("d", values).tolist()
+        self.values = array("d", values)
 
     def to_state(self) -> dict:
         # the ring as doubles (NaN: no reading in that hour), as the pickle kept it
@@ -132,7 +138,7 @@ class _MeterUsage:
     @classmethod
     def from_state(cls, state, where: str) -> "_MeterUsage":
         series = cls.__new__(cls)
-        series.values = decode_floats(entry(state, "values", where), where + ".values")
+        series.values = decode_float_array(entry(state, "values", where), where + ".values")
         series.end = optional(integer)(entry(state, "end", where), where + ".end")
         series.last = optional(integer)(entry(state, "last", where), where + ".last")
         series.day = optional(integer)(entry(state, "day", where), where + ".day")
@@ -240,13 +246,13 @@ class RecentUsage:
 
     @classmethod
     def from_state(cls, state, where: str = "usage") -> "RecentUsage":
-        usage = cls(text(entry(state, "timezone", where), where + ".timezone"),
+        usage = cls(sys.intern(text(entry(state, "timezone", where), where + ".timezone")),
                     integer(entry(state, "hours", where), where + ".hours"))
         meters = entry(state, "meters", where)
         if not isinstance(meters, dict):
             raise StateFormatError(f"{where}.meters: expected an object")
         for name, series in meters.items():
-            usage._meters[text(name, where)] = _MeterUsage.from_state(series, f"{where}.{name}")
+            usage._meters[sys.intern(text(name, where))] = _MeterUsage.from_state(series, f"{where}.{name}")
             if len(usage._meters[name].values) != usage.hours:
                 raise StateFormatError(f"{where}.{name}: expected {usage.hours} hours")
         return usage

@@ -77,8 +77,8 @@ class Settings(BaseSettings):
     households_file: Path | None = Field(default=None, description="households.csv (its timezone column); read once at start.")
     detection_config: Path | None = Field(default=None, description="detection.toml from `elderwatch tune`: sensitivity "
                                                                    "per kind and warm-up; read once at start.")
-    detect_cache_size: int = Field(default=2048, ge=0, description="Live household monitors the detect stage keeps "
-                                   "in memory per worker (a miss loads the stored state: ~0.3 ms). Give it the "
+    detect_cache_size: int = Field(default=16384, ge=0, description="Live household monitors the detect stage keeps "
+                                   "in memory per worker, ~16 KiB each (a miss loads the stored state: ~0.3 ms). At least the "
                                    "households a worker holds, memory permitting (bench/results/detect_speed.md).")
     migrate_pickled_state: bool = Field(default=False, description="Load detector states stored as pickles by "
                                         "earlier versions (only our state classes, by an allow-list), re-saved as JSON. "

@@ -93,9 +93,9 @@ from streams.metrics import AgentMetrics, DetectMetrics
 
 log = logging.getLogger(__name__)
 
-#: Live monitors kept per worker: ~52 KiB each in memory (a 56-day-old monitor; its record is ~3 KiB),
-#: so about 100 MiB.
-DEFAULT_CACHE_SIZE = 2048
+#: Live monitors kept per worker: ~16 KiB each in memory (bench/results/detect_speed.md), so about 250 MiB: a
+#: worker holding 15,000 households never loads a state (~0.3 ms each) between two of a household's readings.
+DEFAULT_CACHE_SIZE = 16384
 
 _OFFSET = struct.Struct(">q")
 
