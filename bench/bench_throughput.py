@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.bench_recovery import cpu_seconds  # the same /proc reading the recovery bench uses
 from elderwatch.feed import canonical_messages, feed, with_mess
 from elderwatch.localkafka import bootstrap_or_start, create_topics, free_port
 from elderwatch.simulator import simulate
@@ -107,12 +108,6 @@ def measure(command: list[str], env: dict, port: int, total: int, log: Path,
             process.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
