@@ -1,9 +1,14 @@
-"""Faust agents: the ingest stage.
+"""Faust agents: the ingest stage, one agent (``ingest``) reading readings.raw and readings.by-household.
 
-``ingest-validate`` checks each raw message on its own (no state), maps a utility's meter id to
-our household id (the roster's enrolments, as of the reading's time) and re-keys it by household;
-``ingest-normalize`` applies the per-series rules (duplicates, registers) with state in a table.
-A bad message never stops an agent: every rejection goes to ``readings.deadletter``, and a message an agent
+Two steps, each with its own guard (named for it in metrics and logs):
+
+- ``ingest-validate`` checks each raw message on its own (no state) and maps a utility's meter id to our
+  household id (the roster's enrolments, as of the reading's time). A message keyed by that household id
+  already, in the partition that key has, goes straight on to the per-series rules (the direct route);
+  any other is re-keyed by household through readings.by-household (so its series state is local).
+- ``ingest-normalize`` applies the per-series rules (duplicates, registers) with state in a table.
+
+A bad message never stops the agent: every rejection goes to ``readings.deadletter``, and a message a step
 raises on (a bug) is dead-lettered ``processing_error`` by the guard (:mod:`streams.guard`).
 """
 
@@ -15,6 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import faust
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
 from elderwatch.settings import Settings
@@ -35,7 +41,7 @@ def _b64(data: bytes | None) -> str | None:
 
 
 class _Batch:
-    """One batch of ingest-normalize: each series' state loaded once, the sends to wait for, the states to write."""
+    """One batch of ingest: each series' state loaded once, the sends to wait for, the states to write."""
 
     def __init__(self) -> None:
         self.states: dict[str, SeriesState] = {}
@@ -82,7 +88,7 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
     no_enrolment = Enrolment()
     agent_metrics = AgentMetrics.of(metrics.registry)
     if hasattr(series_table, "apply_changelog_batch"):  # a faust table (tests may pass a dict)
-        newest_wins(series_table, lambda state: state.get("o") if isinstance(state, dict) else None,
+        newest_wins(series_table, SeriesState.progress,
                     agent_metrics.stale_records.labels(table=series_table.name).inc)
 
     async def enrolment() -> Enrolment:
@@ -109,7 +115,22 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
     normalize_guard = AgentGuard("ingest-normalize", "ingest.normalize", guard_letters, agent_metrics,
                                  on_error=processing_error)
 
-    async def validate(value: bytes | None, key: bytes | None, source: Source) -> None:
+    raw_name, routed_name = topics.raw.get_topic_name(), topics.by_household.get_topic_name()
+    partition_of = app.conf.producer_partitioner or DefaultPartitioner()  # where by_household.send puts a key
+
+    def direct(key: bytes | None, household_id: str, source: Source) -> bool:
+        """May this raw message skip the re-key hop? Yes when the utility keyed it by our household id and it sits in
+        the partition readings.by-household would put it in, with both topics of one partition count (so they are
+        co-partitioned: this worker owns the series state's partition). Checked per message: one feed may mix."""
+        if key is None or key != household_id.encode():
+            return False
+        partitions = app.consumer.topic_partitions(routed_name)
+        if not partitions or app.consumer.topic_partitions(raw_name) != partitions:
+            return False
+        every = range(partitions)
+        return partition_of(key, every, every) == source.partition
+
+    async def validate(value: bytes | None, key: bytes | None, source: Source, batch: "_Batch") -> None:
         metrics.received.inc()
         result = parse_raw(value, now=clock(), max_future=settings.max_future)
         if isinstance(result, Rejection):
@@ -122,33 +143,51 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
                 return await dead_letters.send(value, key, reading.reason, reading.detail, stage="ingest.validate",
                                                source=source, household_id=reading.household_id)
         metrics.reading_in(reading, enrolment_reader.enrolment if enrolment_reader is not None else None)
+        if direct(key, reading.household_id, source):
+            metrics.routes.labels(route="direct").inc()
+            return await apply_series(reading, batch, routed_offset=None, raw=source, raw_message=lambda: (value, key))
+        metrics.routes.labels(route="rekeyed").inc()
         routed = RoutedReading(
             form=result.form, **{f"{result.form}_reading": reading},
             origin=RawOrigin(topic=source.topic, partition=source.partition, offset=source.offset,
                              timestamp_ms=source.timestamp_ms, value_b64=_b64(value), key_b64=_b64(key)))
-        await topics.by_household.send(key=reading.household_id.encode(),
-                                       value=routed.model_dump_json(by_alias=True).encode())
+        batch.sent.append(await topics.by_household.send(key=reading.household_id.encode(),
+                                                         value=routed.model_dump_json(by_alias=True).encode()))
 
     async def normalize(value: bytes | None, key: bytes | None, source: Source, batch: "_Batch") -> None:
         routed = parse_routed(value, key)
         if isinstance(routed, Rejection):
             return await unreadable.send(value, key, routed.reason, routed.detail, stage="ingest.normalize",
                                          source=source, household_id=routed.household_id)
-        reading = routed.reading
+        origin = routed.origin
+        await apply_series(routed.reading, batch, routed_offset=source.offset,
+                           raw=Source(origin.topic, origin.partition, origin.offset, origin.timestamp_ms),
+                           raw_message=lambda: (origin.value(), origin.key()))
+
+    async def apply_series(reading, batch: "_Batch", *, routed_offset: int | None, raw: Source,
+                           raw_message: Callable[[], tuple[bytes | None, bytes | None]]) -> None:
+        """The per-series rules for one reading: from readings.by-household (at ``routed_offset``) or straight from
+        readings.raw (``routed_offset`` None). ``raw`` is where the utility's message sits, ``raw_message()`` its bytes."""
         series_key = f"{reading.household_id}/{reading.meter.value}"
         state = batch.state(series_key, series_table)
-        origin = routed.origin
-        # Read again after a crash or rebalance of this stage (same offset) or of ingest-validate (the raw
-        # message sent here again): applied and sent already, so not judged again (it would be too_late).
-        if state.applied(source.offset):
+        # Read again after a crash or rebalance of this stage (same offset) or, re-keyed, of the step before (the
+        # raw message sent here again): applied and sent already, so not judged again (it would be too_late).
+        if routed_offset is None:
+            if state.applied_direct(raw.partition, raw.offset):
+                metrics.raw_redelivered.inc()
+                return
+        elif state.applied(routed_offset):
             metrics.redelivered.inc()
             return
-        if state.applied_raw(origin.partition, origin.offset):  # received twice, applied once
+        elif state.applied_raw(raw.partition, raw.offset):  # received twice, applied once
             metrics.raw_redelivered.inc()
             return
         outcome = accept_reading(state, reading, limits)
-        state.note_applied(source.offset, origin.partition, origin.offset)
-        batch.changed[series_key] = batch.event  # its changelog partition is the event's
+        if routed_offset is None:
+            state.note_applied_direct(raw.partition, raw.offset)
+        else:
+            state.note_applied(routed_offset, raw.partition, raw.offset)
+        batch.changed[series_key] = batch.event  # its changelog partition is the event's (either topic: co-partitioned)
         if isinstance(outcome, Emitted):
             batch.sent.append(await topics.validated.send(key=reading.household_id.encode(),
                                                           value=outcome.reading.model_dump_json().encode()))
@@ -160,34 +199,37 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
         elif isinstance(outcome, Duplicate):
             metrics.duplicates.inc()
         else:  # rejected by the series rules: the raw message, with its raw coordinates
+            value, key = raw_message()
             batch.sent.append(await dead_letters.send(
-                origin.value(), origin.key(), outcome.reason, outcome.detail, stage="ingest.normalize",
-                source=Source(origin.topic, origin.partition, origin.offset, origin.timestamp_ms),
+                value, key, outcome.reason, outcome.detail, stage="ingest.normalize", source=raw,
                 household_id=outcome.household_id))
 
-    @app.agent(topics.raw, name="ingest-validate")
-    async def ingest_validate(stream):
-        await validate_guard.run(stream, validate)
+    # One agent reads both topics, so a series' state is only ever changed by one batch at a time: a raw message
+    # applied directly and a re-keyed one of the same series never interleave across an await.
+    inputs = app.topic(raw_name, routed_name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                       value_serializer="raw")
 
-    @app.agent(topics.by_household, name="ingest-normalize")
-    async def ingest_normalize(stream):
-        # In batches: what the batch's readings became (validated readings, dead letters) is acknowledged by
-        # the broker before the states that say they were applied are written. A crash in between repeats
-        # readings (duplicates that detection ignores: not newer than its meter's last), never loses one; a
-        # message the restored state has applied (by offset) is skipped, not judged again. Output and
-        # changelog are separate sends of one producer: nothing else orders their arrival.
+    @app.agent(inputs, name="ingest")
+    async def ingest(stream):
+        # In batches: what the batch's messages became (re-keyed and validated readings, dead letters) is
+        # acknowledged by the broker before the states that say they were applied are written. A crash in
+        # between repeats readings (duplicates that detection ignores: not newer than its meter's last), never
+        # loses one; a message the restored state has applied (by offset) is skipped, not judged again. Output
+        # and changelog are separate sends of one producer: nothing else orders their arrival.
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
             batch = _Batch()
             for event in events:
                 batch.event = event
-                await normalize_guard.handle(event.message, raw_bytes(event.value), raw_bytes(event.key),
-                                             lambda value, key, source: normalize(value, key, source, batch))
+                step, guard = (normalize, normalize_guard) if event.message.topic == routed_name else (
+                    validate, validate_guard)
+                await guard.handle(event.message, raw_bytes(event.value), raw_bytes(event.key),
+                                   lambda value, key, source: step(value, key, source, batch))
             await delivered(batch.sent)
             for series_key, event in batch.changed.items():
                 with in_hand(event):
                     series_table[series_key] = batch.states[series_key].to_json()  # reassigned: changelog written
 
-    app.elderwatch_agents = (ingest_validate, ingest_normalize)
+    app.elderwatch_agents = (ingest,)
 
 
 __all__ = ["parse_routed", "register_ingest_agents"]

@@ -51,8 +51,13 @@ class IngestMetrics:
         self.redelivered = Counter("elderwatch_ingest_redelivered", "Messages of readings.by-household read again after "
                                    "a crash or rebalance and skipped: their series had applied them (by offset).", registry=r)
         self.raw_redelivered = Counter("elderwatch_ingest_raw_redelivered", "Messages of readings.raw read again by "
-                                       "ingest-validate after a crash or rebalance, then skipped by ingest-normalize: "
+                                       "ingest after a crash or rebalance, then skipped by the per-series rules: "
                                        "their series had applied that raw offset.", registry=r)
+        self.routes = Counter("elderwatch_ingest_routes", "Valid raw messages by route to the per-series rules: "
+                              "direct (keyed by household id in its partition already: no re-key hop) or rekeyed "
+                              "(through readings.by-household).", ["route"], registry=r)
+        for route in ("direct", "rekeyed"):
+            self.routes.labels(route=route)
         self.dead_lettered = Counter("elderwatch_ingest_dead_lettered", "Messages written to readings.deadletter.",
                                      ["reason"], registry=r)
         self.register_baselines = Counter("elderwatch_ingest_register_baselines",

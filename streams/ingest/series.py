@@ -92,6 +92,10 @@ class SeriesState:
     # unless the utility re-keys its feed): ingest-validate, restarted or rebalanced, sends the raw
     # messages since its last commit to readings.by-household again, at new offsets there.
     raw_offsets: dict[int, int] = field(default_factory=dict)
+    # The same for raw messages applied directly (keyed by household already: no re-key hop), apart
+    # from ``raw_offsets``: a re-keyed reading of the series may still be on its way through
+    # readings.by-household when a later direct one is applied, so one high-water mark would skip it.
+    direct_offsets: dict[int, int] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         # Every reading rewrites this record in the changelog, so keep it short: the timestamps as
@@ -101,6 +105,8 @@ class SeriesState:
             data["o"] = self.applied_offset
         if self.raw_offsets:
             data["ro"] = {str(partition): offset for partition, offset in self.raw_offsets.items()}
+        if self.direct_offsets:
+            data["do"] = {str(partition): offset for partition, offset in self.direct_offsets.items()}
         return data
 
     @classmethod
@@ -109,7 +115,23 @@ class SeriesState:
             return cls()
         return cls(newest_ms=data.get("n"), recent_ms=_from_runs(data.get("t", [])),
                    register=data.get("r"), register_ms=data.get("rt"), applied_offset=data.get("o"),
-                   raw_offsets={int(partition): offset for partition, offset in data.get("ro", {}).items()})
+                   raw_offsets={int(partition): offset for partition, offset in data.get("ro", {}).items()},
+                   direct_offsets={int(partition): offset for partition, offset in data.get("do", {}).items()})
+
+    @staticmethod
+    def progress(data: dict | None) -> int | None:
+        """How far the series state ``data`` (:meth:`to_json`) has read: the sum of its offsets, which every applied
+        message raises (each path's offsets only grow), so a restore can keep the furthest of two writers'
+        states (streams/recovery.py ``newest_wins``). None when it has applied nothing from a topic.
+
+        >>> SeriesState.progress({"o": 40, "ro": {"0": 7}, "do": {"1": 3}}), SeriesState.progress({"n": 1})
+        (50, None)
+        """
+        if not isinstance(data, dict):
+            return None
+        offsets = [data["o"]] if data.get("o") is not None else []
+        offsets += [*data.get("ro", {}).values(), *data.get("do", {}).values()]
+        return sum(offsets) if offsets else None
 
     def applied(self, offset: int) -> bool:
         """Was the message at ``offset`` (readings.by-household) already applied to this series?
@@ -130,10 +152,25 @@ class SeriesState:
         newest = self.raw_offsets.get(partition)
         return newest is not None and offset <= newest
 
+    def applied_direct(self, partition: int, offset: int) -> bool:
+        """Was the readings.raw message at (``partition``, ``offset``) already applied directly to this series?
+
+        >>> state = SeriesState(direct_offsets={3: 41}, raw_offsets={3: 50})
+        >>> state.applied_direct(3, 41), state.applied_direct(3, 42)
+        (True, False)
+        """
+        newest = self.direct_offsets.get(partition)
+        return newest is not None and offset <= newest
+
     def note_applied(self, offset: int, raw_partition: int, raw_offset: int) -> None:
+        """A message of readings.by-household at ``offset``, from (``raw_partition``, ``raw_offset``) of readings.raw."""
         self.applied_offset = offset
         if raw_partition >= 0:  # -1: not from a topic partition (HTTP rejections never get this far)
             self.raw_offsets[raw_partition] = raw_offset
+
+    def note_applied_direct(self, raw_partition: int, raw_offset: int) -> None:
+        """A message of readings.raw applied without the re-key hop."""
+        self.direct_offsets[raw_partition] = raw_offset
 
     def _seen(self, t: int) -> bool:
         i = bisect.bisect_left(self.recent_ms, t)

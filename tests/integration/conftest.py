@@ -79,9 +79,12 @@ class WorkerProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
-    def counts(self) -> dict[str, float]:
+    def metrics_page(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
-            return read_counts(response.read().decode())
+            return response.read().decode()
+
+    def counts(self) -> dict[str, float]:
+        return read_counts(self.metrics_page())
 
     def log_tail(self, lines: int = 15) -> str:
         try:

@@ -151,7 +151,8 @@ def test_a_real_agent_survives_a_bug_on_one_message_and_processes_the_next():
 
 
 def test_a_reading_an_ingest_agent_raises_on_is_counted_once_so_the_ingest_identity_holds():
-    """ingest-validate in faust (test_context): forwarding the first reading raises. It is dead-lettered
+    """ingest's validate step in faust (test_context): forwarding the first reading raises (the worker knows no
+    partition counts here, so it is re-keyed, not applied directly). It is dead-lettered
     processing_error and counted once: received = valid + duplicates + dead_lettered + raw_redelivered."""
     from elderwatch.settings import Settings
     from schemas.tickets import Step
@@ -176,8 +177,9 @@ def test_a_reading_an_ingest_agent_raises_on_is_counted_once_so_the_ingest_ident
                         roster=t("households.roster"), away=t("households.away"),
                         notifications_pending=t("notifications.pending"))
         register_ingest_agents(app, topics, {}, metrics, Settings(), clock=lambda: T0 + timedelta(days=1))
-        agent = next(a for a in app.agents.values() if a.name.endswith("ingest-validate"))
+        agent = next(a for a in app.agents.values() if a.name.endswith("ingest"))
         async with agent.test_context() as running:
+            running.original_channel = raw  # the agent reads two topics: its test messages come from readings.raw
             for minute in (0, 15):
                 ts = (T0 + timedelta(minutes=minute)).isoformat()
                 await running.put(f'{{"household_id": "hh-000001", "meter": "water", "ts": "{ts}", "value": 1}}'

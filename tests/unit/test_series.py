@@ -288,3 +288,28 @@ def test_corrected_resend_after_implausible_interval_is_accepted():
     assert accept_reading(state, iv(at(15), 1e6), LIMITS).reason is RejectReason.IMPLAUSIBLE_VALUE
     out = accept_reading(state, iv(at(15), 5.0), LIMITS)
     assert isinstance(out, Emitted) and out.reading.value == 5.0
+
+
+def test_each_route_keeps_its_own_raw_offsets_so_a_rekeyed_reading_on_its_way_is_not_skipped():
+    # Raw partition 0: offset 5 is keyed by a utility's batch id (re-keyed through readings.by-household),
+    # offset 6 by the household (applied directly, before offset 5 has come back from by-household).
+    state = SeriesState()
+    state.note_applied_direct(0, 6)
+    assert not state.applied_raw(0, 5), "the re-keyed reading at raw offset 5 must still be judged"
+    state.note_applied(100, 0, 5)
+    assert state.applied_direct(0, 6) and not state.applied_direct(0, 7)
+    assert state.applied_raw(0, 5) and state.applied(100)
+    restored = SeriesState.from_json(json.loads(json.dumps(state.to_json())))
+    assert restored == state and restored.direct_offsets == {0: 6}
+
+
+def test_progress_grows_with_every_applied_message_on_either_route():
+    state, seen = SeriesState(), []
+    assert SeriesState.progress(state.to_json()) is None
+    for step, (route, raw_offset) in enumerate([("direct", 3), ("rekeyed", 1), ("direct", 4), ("rekeyed", 2)]):
+        if route == "direct":
+            state.note_applied_direct(1, raw_offset)
+        else:
+            state.note_applied(10 + step, 0, raw_offset)
+        seen.append(SeriesState.progress(state.to_json()))
+    assert seen == sorted(seen) and len(set(seen)) == len(seen), seen
