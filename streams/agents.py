@@ -144,9 +144,9 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
                                                source=source, household_id=reading.household_id)
         metrics.reading_in(reading, enrolment_reader.enrolment if enrolment_reader is not None else None)
         if direct(key, reading.household_id, source):
-            metrics.routes.labels(route="direct").inc()
+            metrics.route["direct"].inc()
             return await apply_series(reading, batch, routed_offset=None, raw=source, raw_message=lambda: (value, key))
-        metrics.routes.labels(route="rekeyed").inc()
+        metrics.route["rekeyed"].inc()
         routed = RoutedReading(
             form=result.form, **{f"{result.form}_reading": reading},
             origin=RawOrigin(topic=source.topic, partition=source.partition, offset=source.offset,

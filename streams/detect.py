@@ -320,7 +320,7 @@ class HouseholdStates:
             t0 = time.perf_counter()
             entry = opened[household_id] = self._open(household_id)
             if self.metrics is not None:
-                self.metrics.seconds.labels(phase="load").observe(time.perf_counter() - t0)
+                self.metrics.phase_seconds["load"].observe(time.perf_counter() - t0)
         if offset <= entry.offset:
             return None
         args = (reading.meter, plain_datetime(reading.ts), reading.value)
@@ -332,7 +332,7 @@ class HouseholdStates:
             entry.monitor = self._reopen(household_id, entry)
             raise
         if self.metrics is not None:
-            self.metrics.seconds.labels(phase="process").observe(time.perf_counter() - t1)
+            self.metrics.phase_seconds["process"].observe(time.perf_counter() - t1)
         entry.applied.append((args, entry.offset))
         entry.offset = offset
         return warnings, cleared
@@ -358,7 +358,7 @@ class HouseholdStates:
             t0 = time.perf_counter()
             record = encode_state(entry.offset, entry.monitor.dumps())
             if self.metrics is not None:
-                self.metrics.seconds.labels(phase="dump").observe(time.perf_counter() - t0)
+                self.metrics.phase_seconds["dump"].observe(time.perf_counter() - t0)
                 self.metrics.state_bytes.observe(len(record))
             result.append(Step(household_id, [], entry.monitor, record))
         opened.clear()

@@ -56,8 +56,7 @@ class IngestMetrics:
         self.routes = Counter("elderwatch_ingest_routes", "Valid raw messages by route to the per-series rules: "
                               "direct (keyed by household id in its partition already: no re-key hop) or rekeyed "
                               "(through readings.by-household).", ["route"], registry=r)
-        for route in ("direct", "rekeyed"):
-            self.routes.labels(route=route)
+        self.route = {route: self.routes.labels(route=route) for route in ("direct", "rekeyed")}  # labelled once
         self.dead_lettered = Counter("elderwatch_ingest_dead_lettered", "Messages written to readings.deadletter.",
                                      ["reason"], registry=r)
         self.register_baselines = Counter("elderwatch_ingest_register_baselines",
@@ -174,8 +173,8 @@ class DetectMetrics:
             self.warnings.labels(kind=kind.value)
         for reason in RejectReason:
             self.dead_lettered.labels(reason=reason.value)
-        for phase in self.PHASES:
-            self.seconds.labels(phase=phase)
+        # labels() takes a lock and builds a key: looked up once, observed for every reading
+        self.phase_seconds = {phase: self.seconds.labels(phase=phase) for phase in self.PHASES}
         for result in ("applied", "duplicate", "unreadable"):
             self.feedback.labels(result=result)
         for direction in ("down", "up"):
