@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -41,6 +42,7 @@ from streams.metrics import read_counts, settled
 from streams.topics import partition_plan
 
 REPO = Path(__file__).resolve().parents[1]
+ROUTE = re.compile(r'^elderwatch_ingest_routes_total\{route="(\w+)"\} (\S+)$', re.M)  # direct / rekeyed
 PARTITIONS = 4
 INTERVALS_PER_DAY = 96  # the simulator's 15-minute readings, two meters
 
@@ -101,7 +103,8 @@ def measure(command: list[str], env: dict, port: int, total: int, log: Path,
         return {"messages": total, "seconds": seconds, "rate": (total - first_n) / seconds,
                 "worker_cpu_share": cpu / seconds, "rss_mib": rss_mib(process.pid),
                 "counts": {"ingest": read_counts(text), "detect": read_counts(text, "detect"),
-                           "tickets": read_counts(text, "tickets")}}
+                           "tickets": read_counts(text, "tickets")},
+                "routes": {route: float(n) for route, n in ROUTE.findall(text)}}
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -235,6 +238,8 @@ def report(results: dict) -> str:
 
     worker = rows["worker-0"]
     detect, ingest = worker["counts"]["detect"], worker["counts"]["ingest"]
+    routes = ("\nIngest's routes: " + ", ".join(f"{route} {n:,.0f}" for route, n in worker["routes"].items()) + "."
+              if worker.get("routes") else "")
     return f"""# Throughput: ingest + detect + tickets, one worker
 
 Command: `{results['command']}`
@@ -256,7 +261,7 @@ Command: `{results['command']}`
 
 The default worker's counts at the end: ingest received {ingest.get('received', 0):,.0f}, valid {ingest.get('valid', 0):,.0f},
 duplicates {ingest.get('duplicates', 0):,.0f}, dead-lettered {ingest.get('dead_lettered', 0):,.0f}; detect received
-{detect.get('received', 0):,.0f}, processed {detect.get('processed', 0):,.0f}, warnings {detect.get('warnings', 0):,.0f}.
+{detect.get('received', 0):,.0f}, processed {detect.get('processed', 0):,.0f}, warnings {detect.get('warnings', 0):,.0f}.{routes}
 """
 
 

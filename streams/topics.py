@@ -24,7 +24,8 @@ READINGS_RAW = TopicSpec(
     keyed_by_household=False, description="What utilities send. Validated by ingest; nothing here is trusted.")
 READINGS_BY_HOUSEHOLD = TopicSpec(
     "readings.by-household", key="household_id", value="JSON RoutedReading (internal)",
-    keyed_by_household=True, description="Parsed readings re-keyed by household, with their origin, for the per-series stage.")
+    keyed_by_household=True, description="Parsed readings re-keyed by household, with their origin, for the per-series stage (only those the "
+                "utility did not key by household id already: the rest take the direct route).")
 READINGS_VALIDATED = TopicSpec(
     "readings.validated", key="household_id", value="JSON ValidatedReading",
     keyed_by_household=True, description="Interval consumption in kWh or litres, de-duplicated. Detectors read this.")
