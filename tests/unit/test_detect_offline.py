@@ -571,6 +571,42 @@ def test_stage_after_a_restart_skips_redelivered_readings_and_loses_nothing():
     assert _dumped(first + second) == expected
 
 
+def test_a_restarted_stage_with_a_warmed_cache_loads_no_state_on_readings_and_loses_nothing():
+    rows = _interleaved(_rows())
+    offsets = _offsets(rows)
+    expected = _dumped(detect_readings(rows, monitor_factory=fake_factory))
+    table: dict[bytes, bytes] = {}
+    half = len(rows) // 2
+    first = _run_stage(_stage(table), rows[:half], offsets[:half])
+    loads = []
+
+    def counting_loads(data):
+        loads.append(data)
+        return FakeMonitor.loads(data)
+
+    full = _stage(dict(table), loads=counting_loads, cache_size=2)
+    assert [full.warm(h) for h in ("hh-a", "hh-b", "hh-c")] == [True, True, False]  # two places only
+    loads.clear()
+    restarted = _stage(dict(table), loads=counting_loads, cache_size=3)
+    assert [restarted.warm(h) for h in ("hh-a", "hh-b", "hh-c", "hh-unknown")] == [True, True, True, False]
+    assert len(loads) == 3 and not restarted.warm("hh-a")  # cached already: not loaded again
+    second = _run_stage(restarted, rows[half - 40:], offsets[half - 40:])
+    assert _dumped(first + second) == expected
+    assert len(loads) == 3, "a warmed household loads no state on its readings"
+
+
+def test_a_warmed_monitor_is_not_used_once_the_table_has_moved_on():
+    rows = _rows(households=("hh-a",))
+    offsets = list(range(len(rows)))
+    table: dict[bytes, bytes] = {}
+    first = _run_stage(_stage(table), rows[:30], offsets[:30])
+    mine = _stage(table)
+    assert mine.warm("hh-a")  # from the record after 30 readings
+    moved_on = _run_stage(_stage(table), rows[30:60], offsets[30:60])  # another worker, same table
+    rest = _run_stage(mine, rows[60:], offsets[60:])
+    assert _dumped(first + moved_on + rest) == _dumped(detect_readings(rows, monitor_factory=fake_factory))
+
+
 def test_stage_uses_the_table_not_a_stale_cached_monitor():
     """Another worker moved a household on while this one cached it: the table's record wins."""
     rows = _rows(households=("hh-a",))
