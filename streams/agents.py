@@ -14,6 +14,7 @@ raises on (a bug) is dead-lettered ``processing_error`` by the guard (:mod:`stre
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Callable
@@ -118,16 +119,40 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
     raw_name, routed_name = topics.raw.get_topic_name(), topics.by_household.get_topic_name()
     partition_of = app.conf.producer_partitioner or DefaultPartitioner()  # where by_household.send puts a key
 
-    def direct(key: bytes | None, household_id: str, source: Source) -> bool:
+    shared_count: list[int | None] = []  # resolved once per process: the same answer for every message
+
+    def count_partitions() -> int | None:
+        """The partition count raw and by-household share, from the broker's metadata; None if they differ."""
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","), group_id=None,
+                                 enable_auto_commit=False)
+        try:
+            raw_count, routed_count = (len(consumer.partitions_for_topic(name) or ()) for name in (raw_name, routed_name))
+        finally:
+            consumer.close()
+        return raw_count if raw_count and raw_count == routed_count else None
+
+    async def direct(key: bytes | None, household_id: str, source: Source) -> bool:
         """May this raw message skip the re-key hop? Yes when the utility keyed it by our household id and it sits in
         the partition readings.by-household would put it in, with both topics of one partition count (so they are
-        co-partitioned: this worker owns the series state's partition). Checked per message: one feed may mix."""
+        co-partitioned: this worker owns the series state's partition). Checked per message: one feed may mix.
+        The answer for a message must never change (its series state remembers it per route), so the count is
+        read from the broker once, not from a consumer's view that changes with rebalances."""
         if key is None or key != household_id.encode():
             return False
-        partitions = app.consumer.topic_partitions(routed_name)
-        if not partitions or app.consumer.topic_partitions(raw_name) != partitions:
+        while not shared_count:
+            try:
+                shared_count.append(await asyncio.to_thread(count_partitions))
+                if shared_count[0] is None:
+                    log.warning("readings.raw and readings.by-household differ in partition count: every reading "
+                                "is re-keyed (no direct route)")
+            except Exception as exc:  # the broker answers the consumer: try again
+                log.warning("partition counts unavailable (%s); trying again", type(exc).__name__)
+                await asyncio.sleep(1.0)
+        if shared_count[0] is None:
             return False
-        every = range(partitions)
+        every = range(shared_count[0])
         return partition_of(key, every, every) == source.partition
 
     async def validate(value: bytes | None, key: bytes | None, source: Source, batch: "_Batch") -> None:
@@ -143,7 +168,7 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
                 return await dead_letters.send(value, key, reading.reason, reading.detail, stage="ingest.validate",
                                                source=source, household_id=reading.household_id)
         metrics.reading_in(reading, enrolment_reader.enrolment if enrolment_reader is not None else None)
-        if direct(key, reading.household_id, source):
+        if await direct(key, reading.household_id, source):
             metrics.route["direct"].inc()
             return await apply_series(reading, batch, routed_offset=None, raw=source, raw_message=lambda: (value, key))
         metrics.route["rekeyed"].inc()

@@ -535,13 +535,17 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
             partitions = app.consumer.topic_partitions(validated_name)
             actives = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == validated_name}
             if not partitions or not actives:
+                warm_pending[0] = not partitions  # no partition count yet: try again; no partitions held: done
                 continue
             every, warmed, started = range(partitions), 0, time.monotonic()
             for key in list(state_table.keys()):  # standby partitions' keys too: only the active ones are warmed
                 if warm_pending[0] or not states.cache.has_room():
                     break
                 if isinstance(key, bytes) and partition_of(key, every, every) in actives:
-                    warmed += states.warm(key.decode())
+                    try:
+                        warmed += states.warm(key.decode())
+                    except Exception as exc:  # only ahead of time: the household's next reading loads it (or fails)
+                        log.warning("could not load a monitor into the cache: %s", type(exc).__name__)
                     await asyncio.sleep(0)  # the agents' messages go first
             metrics.cached_monitors.set(len(states.cache))
             log.info("loaded %d household monitors into the cache in %.1f s", warmed, time.monotonic() - started)

@@ -151,8 +151,8 @@ def test_a_real_agent_survives_a_bug_on_one_message_and_processes_the_next():
 
 
 def test_a_reading_an_ingest_agent_raises_on_is_counted_once_so_the_ingest_identity_holds():
-    """ingest's validate step in faust (test_context): forwarding the first reading raises (the worker knows no
-    partition counts here, so it is re-keyed, not applied directly). It is dead-lettered
+    """ingest's validate step in faust (test_context): forwarding the first reading raises (keyed by a utility's
+    batch id, so it is re-keyed, not applied directly). It is dead-lettered
     processing_error and counted once: received = valid + duplicates + dead_lettered + raw_redelivered."""
     from elderwatch.settings import Settings
     from schemas.tickets import Step
@@ -183,7 +183,7 @@ def test_a_reading_an_ingest_agent_raises_on_is_counted_once_so_the_ingest_ident
             for minute in (0, 15):
                 ts = (T0 + timedelta(minutes=minute)).isoformat()
                 await running.put(f'{{"household_id": "hh-000001", "meter": "water", "ts": "{ts}", "value": 1}}'
-                                  .encode(), key=b"hh-000001")
+                                  .encode(), key=b"utility-batch-1")
         return topics
 
     topics = asyncio.run(main())
