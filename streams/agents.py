@@ -14,7 +14,6 @@ raises on (a bug) is dead-lettered ``processing_error`` by the guard (:mod:`stre
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from streams.ingest import (Duplicate, Emitted, Enrolment, RegisterBaseline, Rej
 from streams.batches import BATCH_SIZE, BATCH_WITHIN_S, delivered, in_hand
 from streams.recovery import newest_wins
 from streams.guard import AgentGuard, DeadLetters, Source, raw_bytes
+from streams.partition_counts import PartitionCounts
 from streams.metrics import AgentMetrics, IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -119,19 +119,8 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
     raw_name, routed_name = topics.raw.get_topic_name(), topics.by_household.get_topic_name()
     partition_of = app.conf.producer_partitioner or DefaultPartitioner()  # where by_household.send puts a key
 
-    shared_count: list[int | None] = []  # resolved once per process: the same answer for every message
-
-    def count_partitions() -> int | None:
-        """The partition count raw and by-household share, from the broker's metadata; None if they differ."""
-        from kafka import KafkaConsumer
-
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","), group_id=None,
-                                 enable_auto_commit=False)
-        try:
-            raw_count, routed_count = (len(consumer.partitions_for_topic(name) or ()) for name in (raw_name, routed_name))
-        finally:
-            consumer.close()
-        return raw_count if raw_count and raw_count == routed_count else None
+    counts = PartitionCounts(settings.kafka_bootstrap_servers, raw_name, routed_name)
+    warned = []
 
     async def direct(key: bytes | None, household_id: str, source: Source) -> bool:
         """May this raw message skip the re-key hop? Yes when the utility keyed it by our household id and it sits in
@@ -141,18 +130,15 @@ def register_ingest_agents(app: faust.App, topics, series_table: faust.Table, me
         read from the broker once, not from a consumer's view that changes with rebalances."""
         if key is None or key != household_id.encode():
             return False
-        while not shared_count:
-            try:
-                shared_count.append(await asyncio.to_thread(count_partitions))
-                if shared_count[0] is None:
-                    log.warning("readings.raw and readings.by-household differ in partition count: every reading "
-                                "is re-keyed (no direct route)")
-            except Exception as exc:  # the broker answers the consumer: try again
-                log.warning("partition counts unavailable (%s); trying again", type(exc).__name__)
-                await asyncio.sleep(1.0)
-        if shared_count[0] is None:
+        found = await counts.get()
+        shared = found[raw_name] if found[raw_name] and found[raw_name] == found[routed_name] else None
+        if shared is None:
+            if not warned:
+                log.warning("readings.raw and readings.by-household differ in partition count: every reading is "
+                            "re-keyed (no direct route)")
+                warned.append(True)
             return False
-        every = range(shared_count[0])
+        every = range(shared)
         return partition_of(key, every, every) == source.partition
 
     async def validate(value: bytes | None, key: bytes | None, source: Source, batch: "_Batch") -> None:

@@ -89,6 +89,7 @@ from schemas.tickets import AckResult, TicketAck, TicketCommand
 from schemas.tickets import Step as TicketStep
 from streams.batches import BATCH_SIZE, BATCH_WITHIN_S, delivered, in_hand
 from streams.guard import AgentGuard, DeadLetters, Source, raw_bytes
+from streams.partition_counts import PartitionCounts
 from streams.recovery import newest_wins
 from streams.ingest.parse import Rejection, _describe, _reason_for
 from streams.metrics import AgentMetrics, DetectMetrics
@@ -521,6 +522,7 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
         warm_pending[0] = True
 
     partition_of = app.conf.producer_partitioner or DefaultPartitioner()
+    validated_count = PartitionCounts(settings.kafka_bootstrap_servers, topics.validated.get_topic_name())
 
     @app.task
     async def warm_monitor_cache() -> None:
@@ -532,10 +534,10 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
             if not warm_pending[0] or not getattr(app.tables.recovery, "recovered", False):
                 continue
             warm_pending[0] = False
-            partitions = app.consumer.topic_partitions(validated_name)
+            partitions = (await validated_count.get())[validated_name]
             actives = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == validated_name}
             if not partitions or not actives:
-                warm_pending[0] = not partitions  # no partition count yet: try again; no partitions held: done
+                continue  # nothing held (or no such topic): until the next assignment
                 continue
             every, warmed, started = range(partitions), 0, time.monotonic()
             for key in list(state_table.keys()):  # standby partitions' keys too: only the active ones are warmed
