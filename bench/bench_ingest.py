@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from bench.processes import stop
 from elderwatch.feed import canonical_messages, feed, with_mess
 from elderwatch.localkafka import bootstrap_or_start, create_topics, free_port
 from elderwatch.simulator import simulate
@@ -65,11 +65,7 @@ def _measure(command: list[str], env: dict, port: int, total: int, log: Path, ti
         rate = (total - first_n) / (done - first_t)
         return {"messages": total, "seconds": done - first_t, "rate": rate}
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop(process)
 
 
 def main(argv: list[str] | None = None) -> int:

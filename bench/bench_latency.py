@@ -27,7 +27,6 @@ import bisect
 import json
 import math
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.bench_recovery import PARTITIONS, REPO, OtherLoad, cpu_seconds, machine, revision
+from bench.processes import stop
 from bench.live_feed import (LIVE_RATE, SURGE_KWH, Fleet, Phase, Sent, build_fleet, epoch_ms, histogram_means,
                              leads_for, metrics_page, phase_bounds, produce, read_topic, run_live, wait_quiet,
                              worker_log_findings)
@@ -207,11 +207,7 @@ def passthrough_baseline(bootstrap: str, fleet: Fleet, phases: list[Phase], work
         time.sleep(3)
         forwarded = match_forwarded(read_topic(bootstrap, sink), messages, sent.created)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop(process)
     total = sum(p.seconds for p in phases)
     log(f"pass-through: {len(forwarded):,} of {phase_bounds(phases)[-1]:,} forwarded, "
         f"{_line(by_phase(forwarded, phases))}")

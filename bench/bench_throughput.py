@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.bench_recovery import cpu_seconds  # the same /proc reading the recovery bench uses
+from bench.processes import stop
 from elderwatch.feed import canonical_messages, feed, with_mess
 from elderwatch.localkafka import bootstrap_or_start, create_topics, free_port
 from elderwatch.simulator import simulate
@@ -106,11 +106,7 @@ def measure(command: list[str], env: dict, port: int, total: int, log: Path,
                            "tickets": read_counts(text, "tickets")},
                 "routes": {route: float(n) for route, n in ROUTE.findall(text)}}
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop(process)
 
 
 def rss_mib(pid: int) -> float:
