@@ -5,7 +5,7 @@ and 1% garbage), one worker process each:
 
 * the ceiling: a bare Faust agent forwarding each raw message unchanged (``bench/passthrough_app.py``),
   per message with ``send_soon`` and in batches (``take_events``), since batching can beat a per-message
-  pass-through;
+  pass-through; beside it the same forwarding with aiokafka alone, no Faust (what Faust's per-message path costs);
 * the worker as it runs in production (``elderwatch worker``): validate -> re-key -> normalize/dedup ->
   detect -> tickets, every table's changelog written. Its rate is readings received by ingest, from the
   first one settled to the moment detection has taken every reading ingest let through (read from the
@@ -75,8 +75,13 @@ def passthrough_done(text: str) -> tuple[float, bool]:
 
 
 def measure(command: list[str], env: dict, port: int, total: int, log: Path,
-            done: Callable[[str], tuple[float, bool]], timeout: float = 1800, cwd: Path = REPO) -> dict:
-    """Run ``command`` until ``done`` says all ``total`` messages went through; rate from the first one seen."""
+            done: Callable[[str], tuple[float, bool]], timeout: float = 1800, cwd: Path = REPO,
+            poll: float = 0.5) -> dict:
+    """Run ``command`` until ``done`` says all ``total`` messages went through; rate from the first one seen.
+
+    ``poll``: seconds between reads of /metrics. Each read costs the worker CPU, so not too often for the worker;
+    a pass-through's page is a line, and the fastest one is done in seconds (the rate's error is about ``poll``
+    over the run's length)."""
     process = subprocess.Popen(command, env=env, cwd=cwd, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                                start_new_session=True)
     cpu_before = None
@@ -95,7 +100,7 @@ def measure(command: list[str], env: dict, port: int, total: int, log: Path,
                     break
             if process.poll() is not None:
                 raise RuntimeError(f"{command} exited early; see {log}")
-            time.sleep(0.5)  # /metrics costs the worker CPU: not too often
+            time.sleep(poll)
         if finished is None or first_t is None or finished == first_t:
             raise RuntimeError(f"not finished within {timeout} s; see {log}")
         cpu = cpu_seconds(process.pid) - (cpu_before or 0.0)
@@ -180,12 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = results["rows"] = {}
         if not args.skip_ceiling:
             prefix, raw, sent = preload()
-            for mode in ("send_soon", "take"):
+            for mode in ("send_soon", "take", "aiokafka"):
                 port = free_port()
                 rows[f"passthrough-{mode}"] = measure(
                     [sys.executable, "-m", "bench.passthrough_app", bootstrap, raw, f"{prefix}.passthrough.out",
                      str(port), f"{prefix}-passthrough-{mode}", mode], dict(os.environ), port, sent,
-                    work / f"passthrough-{mode}.log", passthrough_done)
+                    work / f"passthrough-{mode}.log", passthrough_done, poll=0.05)
                 print(f"pass-through ({mode}): {rows[f'passthrough-{mode}']['rate']:,.0f} msg/s", flush=True)
 
         for n, (label, extra, checkout) in enumerate(workers):
@@ -247,11 +252,14 @@ Command: `{results['command']}`
   {results.get('households_in_feed', results['households']):,} households in all, with 1% exact re-sends and 1% garbage mixed in. One process at a time; rate from the first
   message through to the last (start-up excluded). For the worker, "through" means detection has taken
   every reading ingest let through.
+- The pass-throughs produce with the worker's producer settings (linger, batch size, compression) and, like the
+  worker, without faust's start-up spinner (which sets the root logger to DEBUG).
 
 | pipeline | messages | seconds | messages/s | vs ceiling | process CPU (cores) | CPU per message | RSS MiB at end |
 |---|---:|---:|---:|---:|---:|---:|---:|
 {row("bare Faust pass-through, `send_soon` per message (the ceiling)", rows["passthrough-send_soon"])}
 {row("bare Faust pass-through, batches of `take_events(500, 0.02 s)`", rows["passthrough-take"])}
+{row("no Faust: aiokafka's consumer (`getmany`, 500) and producer (the worker's linger and batch size)", rows["passthrough-aiokafka"]) if "passthrough-aiokafka" in rows else ""}
 {chr(10).join(row(r["label"] + (" (" + ", ".join(f"`{k}={v}`" for k, v in r["env"].items()) + ")" if r["env"] else ""), r)
               for name, r in rows.items() if name.startswith("worker-"))}
 

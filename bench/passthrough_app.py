@@ -1,24 +1,36 @@
 """The ceiling for the ingest benchmark: a bare Faust agent that forwards raw bytes unchanged.
 
 Same broker, same client library, same partitions as the real worker; no parsing, no state.
-Run as ``python -m bench.passthrough_app BOOTSTRAP SOURCE SINK WEB_PORT APP_ID [send|send_soon|take]``.
+Run as ``python -m bench.passthrough_app BOOTSTRAP SOURCE SINK WEB_PORT APP_ID [send|send_soon|take|aiokafka]``.
+
+``aiokafka`` is not Faust at all: aiokafka's own consumer (in a group, batches of ``getmany``) and producer
+(the worker's linger and batch size), to show what Faust's per-message path costs beside the client library.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import faust
 from faust.worker import Worker
+
+from elderwatch.settings import Settings
 
 
 def main() -> None:
     bootstrap, source, sink, port, app_id = sys.argv[1:6]
     # "send" awaits each send; "send_soon" buffers; "take" forwards batches of take_events(500, within=0.02 s)
     mode = sys.argv[6] if len(sys.argv) > 6 else "send"
+    settings = Settings()  # the worker's producer settings: the ceiling is measured as the worker sends
+    if mode == "aiokafka":
+        return asyncio.run(forward_with_aiokafka(bootstrap, source, sink, int(port), app_id, settings))
     app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", autodiscover=False,
                     web_port=int(port), web_host="127.0.0.1", web_bind="127.0.0.1",
-                    consumer_auto_offset_reset="earliest", producer_acks=-1)
+                    consumer_auto_offset_reset="earliest", producer_acks=-1,
+                    producer_linger_ms=settings.producer_linger_ms,
+                    producer_max_batch_size=settings.producer_max_batch_size,
+                    producer_compression_type=compression(settings))
     src = app.topic(source, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     out = app.topic(sink, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     forwarded = [0]
@@ -43,7 +55,48 @@ def main() -> None:
         return web.bytes(f"elderwatch_ingest_received_total {forwarded[0]}\n"
                          f"elderwatch_ingest_valid_total {forwarded[0]}\n".encode(), content_type="text/plain")
 
-    Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
+    worker = Worker(app, loglevel="warn", quiet=True)
+    worker.spinner = None  # as the worker does (elderwatch/worker.py): the spinner sets the root logger to DEBUG
+    worker.execute_from_commandline()
+
+
+def compression(settings: Settings) -> str | None:
+    return None if settings.producer_compression == "none" else settings.producer_compression
+
+
+async def forward_with_aiokafka(bootstrap: str, source: str, sink: str, port: int, group: str,
+                                settings: Settings) -> None:
+    from aiohttp import web
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    forwarded = [0]
+
+    async def count(request: web.Request) -> web.Response:
+        return web.Response(text=f"elderwatch_ingest_received_total {forwarded[0]}\n"
+                                 f"elderwatch_ingest_valid_total {forwarded[0]}\n")
+
+    web_app = web.Application()
+    web_app.router.add_get("/metrics", count)
+    runner = web.AppRunner(web_app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=settings.producer_linger_ms,
+                                max_batch_size=settings.producer_max_batch_size,
+                                compression_type=compression(settings))
+    await consumer.start()
+    await producer.start()
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=100, max_records=500)
+            for records in batches.values():
+                for record in records:
+                    await producer.send(sink, key=record.key, value=record.value)  # buffered, not awaited delivery
+                forwarded[0] += len(records)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await runner.cleanup()
 
 
 if __name__ == "__main__":

@@ -104,6 +104,34 @@ def refuse_unverified_versions(environ: Mapping[str, str] = os.environ, **check)
     raise SystemExit(2)
 
 
+class EveryMinuteAtMost(logging.Filter):
+    """Lets a record whose message starts with ``prefix`` through at most once per ``seconds``, saying how many
+    were held back since the last one.
+
+    faust warns "producer buffer full size N" every time its producer buffer waits to drain: under a backlog that
+    is flow control working as meant, several times a second, and the warnings would bury everything else
+    an operator reads. The wait itself shows as consumer lag (``elderwatch_consumer_lag``).
+    """
+
+    def __init__(self, prefix: str, seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.prefix, self.seconds, self.clock = prefix, seconds, clock
+        self.last: float | None = None
+        self.held_back = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            return True
+        now = self.clock()
+        if self.last is not None and now - self.last < self.seconds:
+            self.held_back += 1
+            return False
+        if self.held_back:
+            record.msg = f"{record.msg} ({self.held_back} more since the last one, not logged)"
+        self.last, self.held_back = now, 0
+        return True
+
+
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     refuse_unverified_versions()  # before anything starts: the recovery patch depends on these versions
     from faust.worker import Worker
@@ -114,6 +142,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     app = create_app(settings)
     # Faust's own logs are chatty at info; ours say what happened to which message, never its content.
     logging.getLogger("faust").setLevel(logging.WARNING)
+    logging.getLogger("faust.transport.producer").addFilter(EveryMinuteAtMost("producer buffer full"))
     worker = Worker(app, loglevel=loglevel, quiet=True)
     # faust's start-up spinner sets the root logger to DEBUG for its own handler: every library's debug call
     # would then build a record (~5 % of the worker's CPU under load), and its escape codes fill the log.
