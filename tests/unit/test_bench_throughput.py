@@ -34,3 +34,20 @@ def test_the_table_puts_each_rate_beside_the_ceiling_of_the_same_run():
     assert "| 4,400 | 110% |" in text and "| elderwatch worker | 1,000 | 1.0 | 1,000 | 25% |" in text
     assert "0.90 ms of CPU" in text  # CPU per reading, which a shared machine disturbs less than the rate
     assert "| no linger (`ELDERWATCH_PRODUCER_LINGER_MS=0`) | 1,000 | 0.9 | 1,100 | 28% |" in text
+
+
+def test_the_aiokafka_row_sits_under_the_faust_ones_and_the_table_has_no_gap():
+    rows = {"passthrough-send_soon": _row(4000), "passthrough-take": _row(4400),
+            "worker-0": {**_row(1000), "label": "elderwatch worker", "env": {}}}
+    header = {"command": "c", "machine": "m", "revision": "r", "partitions": 4, "messages": 1000, "households": 10,
+              "days": 1, "order": "time"}
+    without = report({**header, "rows": rows})
+    with_it = report({**header, "rows": {**rows, "passthrough-aiokafka": _row(80000)}})
+    for text in (without, with_it):
+        table = text[text.index("| pipeline |"):].split("\n\n")[0].splitlines()
+        assert all(line.startswith("|") for line in table) and len(table) == 2 + len(rows) + (text is with_it)
+    assert "aiokafka" not in without
+    lines = with_it.splitlines()
+    aiokafka = next(i for i, line in enumerate(lines) if line.startswith("| no Faust: aiokafka"))
+    assert "| 80,000 | 2000% |" in lines[aiokafka]
+    assert lines[aiokafka - 1].startswith("| bare Faust pass-through, batches") and "elderwatch worker" in lines[aiokafka + 1]
