@@ -541,10 +541,10 @@ Command: `{command(a)}` (`--report-only` writes this file again from `latency.js
 Warnings are the measurement the targets are for (live p50 ≤ 100 ms and p99 ≤ 500 ms, burst p99 ≤ 2 s);
 readings → `readings.validated` is the larger sample of the first half of the same path (ingest only). The
 pass-through is a bare Faust agent (`bench/passthrough_app.py`, `await topic.send()` per message, the worker's
-producer settings: it lingers as long) on its own topics at the same rates ({a['baseline_seconds']:g} s per phase at most), before the worker, in the same
-run: what Kafka and Faust alone cost for one hop (the worker makes two for a feed keyed by household, as this
-one is: raw → validated → anomalies; three for another feed, through readings.by-household). The warm-up
-phase is left out.
+producer settings: it lingers as long) on its own topics at the same rates ({a['baseline_seconds']:g} s per phase
+at most), before the worker, in the same run: what Kafka and Faust alone cost for one hop (the worker makes two
+for a feed keyed by household, as this one is: raw → validated → anomalies; three for another feed, through
+readings.by-household). The warm-up phase is left out.
 
 | what | phase | count | p50 | p90 | p99 | max | targets (warnings) |
 |---|---|---:|---:|---:|---:|---:|---|

@@ -538,7 +538,6 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
             actives = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == validated_name}
             if not partitions or not actives:
                 continue  # nothing held (or no such topic): until the next assignment
-                continue
             every, warmed, started = range(partitions), 0, time.monotonic()
             for key in list(state_table.keys()):  # standby partitions' keys too: only the active ones are warmed
                 if warm_pending[0] or not states.cache.has_room():

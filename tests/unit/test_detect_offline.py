@@ -556,13 +556,20 @@ def test_stage_gives_the_offline_warnings_with_or_without_its_cache(cache_size):
     assert set(table) == {b"hh-a", b"hh-b", b"hh-c"}
 
 
-def test_stage_after_a_restart_skips_redelivered_readings_and_loses_nothing():
+def _first_worker_half():
+    """Every household's readings interleaved, their offsets and offline warnings, and a first worker's stage run
+    over the first half: (rows, offsets, expected, table, half, first)."""
     rows = _interleaved(_rows())
     offsets = _offsets(rows)
     expected = _dumped(detect_readings(rows, monitor_factory=fake_factory))
     table: dict[bytes, bytes] = {}
     half = len(rows) // 2
     first = _run_stage(_stage(table), rows[:half], offsets[:half])
+    return rows, offsets, expected, table, half, first
+
+
+def test_stage_after_a_restart_skips_redelivered_readings_and_loses_nothing():
+    rows, offsets, expected, table, half, first = _first_worker_half()
     # A new worker: an empty cache, the table as restored from the changelog, and the last
     # 40 readings the first worker processed delivered again (their offsets were not committed).
     restored = dict(table)
@@ -572,12 +579,7 @@ def test_stage_after_a_restart_skips_redelivered_readings_and_loses_nothing():
 
 
 def test_a_restarted_stage_with_a_warmed_cache_loads_no_state_on_readings_and_loses_nothing():
-    rows = _interleaved(_rows())
-    offsets = _offsets(rows)
-    expected = _dumped(detect_readings(rows, monitor_factory=fake_factory))
-    table: dict[bytes, bytes] = {}
-    half = len(rows) // 2
-    first = _run_stage(_stage(table), rows[:half], offsets[:half])
+    rows, offsets, expected, table, half, first = _first_worker_half()
     loads = []
 
     def counting_loads(data):
