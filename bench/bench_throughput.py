@@ -5,11 +5,15 @@ and 1% garbage), one worker process each:
 
 * the ceiling: a bare Faust agent forwarding each raw message unchanged (``bench/passthrough_app.py``),
   per message with ``send_soon`` and in batches (``take_events``), since batching can beat a per-message
-  pass-through; beside it the same forwarding with aiokafka alone, no Faust (what Faust's per-message path costs);
+  pass-through; beside it the same forwarding with aiokafka alone, no Faust (what Faust's per-message path costs),
+  and that aiokafka loop running the worker's own code on each batch (a sketch of a runtime without Faust's
+  per-message path: what one could reach);
 * the worker as it runs in production (``elderwatch worker``): validate -> re-key -> normalize/dedup ->
   detect -> tickets, every table's changelog written. Its rate is readings received by ingest, from the
   first one settled to the moment detection has taken every reading ingest let through (read from the
-  worker's /metrics, so start-up is excluded).
+  worker's /metrics, so start-up is excluded);
+* the floor: the worker's own code for the same messages in one process, without Kafka or Faust
+  (``bench/worker_code.py``): what any runtime would still pay per reading.
 
 A catch-up after an outage looks like this: the backlog is there, the worker reads it as fast as it can.
 
@@ -35,6 +39,7 @@ from pathlib import Path
 
 from bench.bench_recovery import cpu_seconds  # the same /proc reading the recovery bench uses
 from bench.processes import stop
+from bench.worker_code import run_alone
 from elderwatch.feed import canonical_messages, feed, with_mess
 from elderwatch.localkafka import bootstrap_or_start, create_topics, free_port
 from elderwatch.simulator import simulate
@@ -185,13 +190,15 @@ def main(argv: list[str] | None = None) -> int:
         rows = results["rows"] = {}
         if not args.skip_ceiling:
             prefix, raw, sent = preload()
-            for mode in ("send_soon", "take", "aiokafka"):
+            for mode in ("send_soon", "take", "aiokafka", "worker-code"):
                 port = free_port()
                 rows[f"passthrough-{mode}"] = measure(
                     [sys.executable, "-m", "bench.passthrough_app", bootstrap, raw, f"{prefix}.passthrough.out",
                      str(port), f"{prefix}-passthrough-{mode}", mode], dict(os.environ), port, sent,
                     work / f"passthrough-{mode}.log", passthrough_done, poll=0.05)
                 print(f"pass-through ({mode}): {rows[f'passthrough-{mode}']['rate']:,.0f} msg/s", flush=True)
+            if rows["passthrough-worker-code"]["counts"]["ingest"].get("received") != sent:
+                raise RuntimeError("the worker-code sketch did not count every message it read")
 
         for n, (label, extra, checkout) in enumerate(workers):
             prefix, raw, sent = preload()
@@ -204,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
             row["label"], row["env"] = label, extra
             print(f"{label}: {row['rate']:,.0f} readings/s, "
                   f"{1000 * row['worker_cpu_share'] / row['rate']:.2f} ms of CPU per reading", flush=True)
+        # Last, on its own: nothing else runs but the broker, idle by now.
+        floor = rows["our-code"] = run_alone(list(itertools.islice(with_mess(messages, fraction=0.02, seed=1),
+                                                                   args.messages)))
+        print(f"our code alone: {floor['rate']:,.0f} readings/s, {1000 / floor['rate']:.2f} ms of CPU per reading",
+              flush=True)
         results.update(messages=sent, households=args.households, days=days, order=args.order,
                        households_in_feed=len({m.key for m in messages}))
     finally:
@@ -244,6 +256,14 @@ def report(results: dict) -> str:
                          "size)", rows["passthrough-aiokafka"]))
     lines += [row(r["label"] + (" (" + ", ".join(f"`{k}={v}`" for k, v in r["env"].items()) + ")" if r["env"] else ""), r)
               for name, r in rows.items() if name.startswith("worker-")]
+    if "passthrough-worker-code" in rows:  # runs before these rows were added have neither
+        lines.append(row("sketch: the worker's own code (`bench/worker_code.py`) in that aiokafka loop, ingest and detect "
+                         "in one pass, no recovery or rebalancing", rows["passthrough-worker-code"]))
+    if "our-code" in rows:
+        floor = rows["our-code"]
+        lines.append(f"| the worker's own code alone: no Kafka, no Faust, one process (the floor of any runtime) "
+                     f"| {floor['messages']:,} | {floor['seconds']:.1f} of CPU | {floor['rate']:,.0f} "
+                     f"| {100 * floor['rate'] / ceiling:.0f}% | 1.00 | {1000 / floor['rate']:.2f} ms of CPU | – |")
     worker = rows["worker-0"]
     detect, ingest = worker["counts"]["detect"], worker["counts"]["ingest"]
     routes = ("\nIngest's routes: " + ", ".join(f"{route} {n:,.0f}" for route, n in worker["routes"].items()) + "."

@@ -1,8 +1,11 @@
-"""bench/bench_throughput.py's pure parts: when the pipeline is through, and the table it writes."""
+"""bench/bench_throughput.py's pure parts: when the pipeline is through, the floor (our code alone), and the table."""
 
 from __future__ import annotations
 
 from bench.bench_throughput import pipeline_done, report
+from bench.worker_code import WorkerCode, run_alone
+from elderwatch.feed import canonical_messages, with_mess
+from elderwatch.simulator import simulate
 
 PAGE = """elderwatch_ingest_received_total 10.0
 elderwatch_ingest_valid_total 8.0
@@ -51,3 +54,42 @@ def test_the_aiokafka_row_sits_under_the_faust_ones_and_the_table_has_no_gap():
     aiokafka = next(i for i, line in enumerate(lines) if line.startswith("| no Faust: aiokafka"))
     assert "| 80,000 | 2000% |" in lines[aiokafka]
     assert lines[aiokafka - 1].startswith("| bare Faust pass-through, batches") and "elderwatch worker" in lines[aiokafka + 1]
+
+
+def test_the_floor_runs_every_reading_through_ingest_and_detect_and_keeps_the_books(tmp_path):
+    sim = simulate(households=3, days=1, seed=5, out_dir=tmp_path, anomaly_rate=0, warmup_days=0)
+    clean = sorted(canonical_messages(sim.out_dir / "readings.csv"), key=lambda m: m.ts)
+    messages = list(with_mess(clean, fraction=0.2, seed=1))
+    floor = run_alone(messages, batch_size=50)
+    ingest, processed = floor["counts"]["ingest"], floor["counts"]["detect"]["processed"]
+    assert floor["messages"] == len(messages) > len(clean)
+    assert ingest["received"] == len(messages) == ingest["valid"] + ingest["duplicates"] + ingest["dead_lettered"]
+    assert ingest["duplicates"] > 0 and ingest["dead_lettered"] > 0  # the re-sends and the garbage
+    assert processed == ingest["emitted"] == len(clean)  # every clean reading reached its household's monitor
+    assert floor["rate"] > 0 and floor["seconds"] > 0
+
+
+def test_the_floor_row_sits_last_with_its_cpu_per_reading():
+    rows = {"passthrough-send_soon": _row(4000), "passthrough-take": _row(4400),
+            "worker-0": {**_row(1000), "label": "elderwatch worker", "env": {}},
+            "our-code": {"messages": 1000, "seconds": 0.25, "rate": 4000.0, "worker_cpu_share": 1.0}}
+    text = report({"command": "c", "machine": "m", "revision": "r", "partitions": 4, "messages": 1000,
+                   "households": 10, "days": 1, "order": "time", "rows": rows})
+    table = text[text.index("| pipeline |"):].split("\n\n")[0].splitlines()
+    assert table[-1].startswith("| the worker's own code alone")
+    assert "| 1,000 | 0.2 of CPU | 4,000 | 100% | 1.00 | 0.25 ms of CPU | – |" in table[-1]
+
+
+def test_a_batch_writes_each_state_once_after_sending_what_its_readings_became(tmp_path):
+    sim = simulate(households=2, days=1, seed=6, out_dir=tmp_path, anomaly_rate=0, warmup_days=0)
+    messages = sorted(canonical_messages(sim.out_dir / "readings.csv"), key=lambda m: m.ts)[:40]
+    code = WorkerCode()
+    sends, records = code.run([(offset, m.key, m.value) for offset, m in enumerate(messages)])
+    households = {m.key for m in messages}
+    assert len(sends) == len(messages)  # each reading validated, none raised a warning on its first day
+    keys = [key for key, _ in records]
+    assert len(keys) == len(set(keys)) == 3 * len(households)  # per household: two series states and its monitor
+    assert households <= set(keys)
+    assert code.counts()["detect"]["processed"] == len(messages)
+    again, _ = code.run([(offset, m.key, m.value) for offset, m in enumerate(messages)])
+    assert again == [] and code.counts()["ingest"]["duplicates"] == len(messages)  # a re-send is not a reading
