@@ -502,10 +502,17 @@ class HourlyTopK:
 
     def to_state(self) -> dict:
         """As :meth:`DecayingTopK.many_to_state` of the 24 hours."""
-        k, kept = self.k, [min(n, self.k) for n in self.n]
-        values = _array("d")
-        for hour in range(24):
-            values += self._values[hour * k:hour * k + kept[hour]]
+        k = self.k
+        kept = [n if n < k else k for n in self.n]
+        held = sum(kept)
+        if held == 24 * k:  # every hour full (a household past its first days): the whole table, in order
+            values = self._values
+        elif not held:  # nothing yet (a new household)
+            values = _array("d")
+        else:
+            values = _array("d")
+            for hour in range(24):
+                values += self._values[hour * k:hour * k + kept[hour]]
         return {"k": k, "half_life_days": self.half_life_days, "n": self.n.tolist(), "kept": kept,
                 "values": pack_floats(values), "at": pack_floats(self._at)}
 
