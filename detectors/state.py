@@ -212,29 +212,7 @@ def optional(read: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
 
 
 def encode_datetime(ts: datetime | None) -> str | None:
-    """ISO 8601 with the UTC offset. A live monitor writes the same objects in every record (its detectors' first
-    reading, a meter's last one): their text is remembered by identity (equal instants at other offsets are
-    other objects, written differently), which costs a tenth of ``isoformat``.
-
-    >>> from datetime import timezone, timedelta
-    >>> t = datetime(2026, 3, 1, 7, tzinfo=timezone.utc)
-    >>> encode_datetime(t), encode_datetime(t), encode_datetime(t.astimezone(timezone(timedelta(hours=8))))
-    ('2026-03-01T07:00:00+00:00', '2026-03-01T07:00:00+00:00', '2026-03-01T15:00:00+08:00')
-    """
-    if ts is None:
-        return None
-    known = _ISO_TEXT.get(id(ts))
-    if known is not None and known[0] is ts:
-        return known[1]
-    if len(_ISO_TEXT) >= _ISO_TEXT_MAX:  # bounded: a worker's live households' times, then start again
-        _ISO_TEXT.clear()
-    text = ts.isoformat()
-    _ISO_TEXT[id(ts)] = (ts, text)  # the object is kept with its id, so the id cannot be reused meanwhile
-    return text
-
-
-_ISO_TEXT: dict[int, tuple[datetime, str]] = {}
-_ISO_TEXT_MAX = 65536
+    return None if ts is None else ts.isoformat()
 
 
 def decode_datetime(value: Any, where: str) -> datetime:
