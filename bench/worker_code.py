@@ -21,15 +21,13 @@ import time
 
 import faust.serializers.codecs
 
+from schemas.readings import Meter
 from streams.batches import BATCH_SIZE
 from streams.detect import HouseholdStates, parse_validated
 from streams.ingest.offline import OfflineIngest
 from streams.ingest.parse import Rejection
 from streams.ingest.series import Emitted, SeriesState
 from streams.metrics import DetectMetrics
-
-METERS = ("electricity", "water")
-
 
 class WorkerCode:
     """Ingest then detect for batches of ``(offset, key, value)`` raw messages, state in dicts."""
@@ -53,7 +51,7 @@ class WorkerCode:
                 reading = outcome.reading
                 validated.append((offset, reading.household_id.encode(), reading.model_dump_json().encode()))
         for household_id in touched:  # its meters' states: what the agent writes for a household's readings
-            for series in ((household_id, meter) for meter in METERS):
+            for series in ((household_id, meter.value) for meter in Meter):
                 state = self.ingest.series.get(series)
                 if state is not None:
                     data = state.to_json()
