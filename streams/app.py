@@ -93,14 +93,13 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     t = _declare_topics(app, settings)
     metrics = IngestMetrics()
 
-    from streams.agents import register_ingest_agents
     from streams.enrolment import start_enrolment_reader
     from streams.http_ingest import register_http_ingest
-    from streams.tables import series_state_table
+    from streams.ingest_loop import start_ingest_loop
 
     enrolment_reader = start_enrolment_reader(app, settings, metrics)  # every worker: all meter enrolments
-    register_ingest_agents(app, t, series_state_table(app, settings), metrics, settings, clock=clock,
-                           enrolment_reader=enrolment_reader)
+    # ingest runs on aiokafka's own consumer group, not as a faust agent (streams/ingest_loop.py says why)
+    ingest = start_ingest_loop(app, t, metrics, settings, clock=clock, enrolment_reader=enrolment_reader)
     register_http_ingest(app, t, enrolment_reader, metrics, settings, clock=clock)  # POST /api/v1/readings
 
     from detectors.offline import load_household_timezones
@@ -130,13 +129,13 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     from streams.readiness import Readiness
     from streams.tables import TICKET_DESKS
 
-    readiness = Readiness(app, ReadinessMetrics(metrics.registry), table_name=TICKET_DESKS)
+    readiness = Readiness(app, ReadinessMetrics(metrics.registry), table_name=TICKET_DESKS, ingest=ingest)
     readiness.watch_agents()
     desks.recovered = readiness.recovered  # the ticket indexes are rebuilt only from a recovered table
 
     from streams.metrics import ConsumerLagMetrics
 
-    consumer_lag = ConsumerLagMetrics.of_app(app, metrics.registry)  # every agent is registered: their topics
+    consumer_lag = ConsumerLagMetrics.of_app(app, metrics.registry, extra=ingest)  # the agents' topics and ingest's
 
     @app.page("/metrics")
     async def metrics_page(web, request):
@@ -166,6 +165,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
 
     app.elderwatch_console = register_console(app, staff_api, settings)  # the staff console at /, over staff_api
 
+    app.elderwatch_ingest = ingest
     app.elderwatch_metrics = metrics  # for tests and the demo running in-process
     app.elderwatch_detect_metrics = detect_metrics
     app.elderwatch_topics = t

@@ -100,8 +100,9 @@ class AgentGuard:
             await self.handle(event.message, raw_bytes(event.value), raw_bytes(event.key), handler)
 
     async def handle(self, message, value: bytes | None, key: bytes | None, handler: Handler) -> bool:
-        """True if ``handler`` processed the message; False if it raised (then the message is dead-lettered)."""
-        source = Source.of(message)
+        """True if ``handler`` processed the message; False if it raised (then the message is dead-lettered).
+        ``message``: a faust ``Message``, or the :class:`Source` of one read some other way."""
+        source = message if isinstance(message, Source) else Source.of(message)
         try:
             await handler(value, key, source)
             return True

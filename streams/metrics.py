@@ -324,14 +324,18 @@ class ConsumerLagMetrics:
                          "source topic, summed over this worker's partitions (log end - committed offset).",
                          ["topic"], registry=registry)
         self.topics = sorted(set(topics))
+        self.extra = None  # what reads with a consumer of its own (of_app)
         for topic in self.topics:
             self.lag.labels(topic=topic)
 
     @classmethod
-    def of_app(cls, app, registry: CollectorRegistry) -> "ConsumerLagMetrics":
-        """The lag of every topic ``app``'s agents read (known once the agents are registered)."""
+    def of_app(cls, app, registry: CollectorRegistry, *, extra=None) -> "ConsumerLagMetrics":
+        """The lag of every topic ``app``'s agents read (known once the agents are registered), and of the topics
+        ``extra`` reads with a consumer of its own (its ``lag()``: topic -> messages, e.g. the ingest loop)."""
         topics = {name for agent in app.agents.values() for name in getattr(agent.channel, "topics", ())}
-        return cls(registry, topics)
+        metrics = cls(registry, topics | set(extra.lag() if extra is not None else ()))
+        metrics.extra = extra
+        return metrics
 
     def refresh(self, app) -> None:
         """Set the gauge from ``app``'s consumer; a consumer not started or in a rebalance keeps the last values."""
@@ -347,6 +351,9 @@ class ConsumerLagMetrics:
             return
         for topic, lag in lag_by_topic(self.topics, assignment, consumer.highwater, committed).items():
             self.lag.labels(topic=topic).set(lag)
+        if self.extra is not None:
+            for topic, lag in self.extra.lag().items():
+                self.lag.labels(topic=topic).set(lag)
 
 
 def lag_by_topic(topics: Iterable[str], assignment: Iterable[Any], highwater: Callable[[Any], int | None],

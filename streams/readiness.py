@@ -4,7 +4,8 @@
 
 1. the table recovery of the current assignment has ended (:attr:`streams.recovery.SeekFirstRecovery.recovered`:
    cleared when a rebalance starts, set once the stream partitions are handed back to the agents), and
-2. every agent has a running actor. An actor that raised is counted once in
+2. the ingest stage (:mod:`streams.ingest_loop`, not an agent) runs and has its partitions' series states, and
+3. every agent has a running actor. An actor that raised is counted once in
    ``elderwatch_agent_crashes_total{agent}`` (faust calls the agent's error handler, installed by
    :meth:`Readiness.watch_agents`) and its agent counts as down until faust's supervisor has started a
    new actor that runs.
@@ -39,6 +40,7 @@ FORWARDED_LIST = ("several workers: a forwarded list is not gathered again (it n
                   "worker that receives it)")
 ASSIGNMENT_CHANGING = "several workers: the partition assignment is changing (rebalancing)"
 NO_OWNER = "several workers: the household's partition has no worker now (rebalancing)"
+INGEST_RECOVERING = "recovering: ingest has not joined its consumer group or restored its series states yet"
 
 
 class Unavailable(Exception):
@@ -71,8 +73,9 @@ def live_actors(agent) -> int:
 class Readiness:
     """The worker's readiness and its view of which worker holds a household (see the module docstring)."""
 
-    def __init__(self, app, metrics, *, table_name: str) -> None:
-        self.app, self.metrics, self.table_name = app, metrics, table_name
+    def __init__(self, app, metrics, *, table_name: str, ingest=None) -> None:
+        """``ingest``: the :class:`streams.ingest_loop.IngestLoop` (its ``recovered``), if this worker runs one."""
+        self.app, self.metrics, self.table_name, self.ingest = app, metrics, table_name, ingest
 
     # -- readiness -------------------------------------------------------------------------------
     def recovered(self) -> bool:
@@ -87,6 +90,8 @@ class Readiness:
         reasons = []
         if not self.recovered():
             reasons.append(RECOVERING)
+        if self.ingest is not None and not self.ingest.recovered:
+            reasons.append(INGEST_RECOVERING)
         down = self.down_agents()
         if down:
             reasons.append(f"agents not running: {', '.join(down)}")
@@ -184,5 +189,5 @@ def _ident(url) -> tuple[str, int]:
     return (url.host if url.scheme else url.path) or "", int(url.port or 80)
 
 
-__all__ = ["Readiness", "Remote", "Unavailable", "RECOVERING", "FORWARDED_LIST", "ASSIGNMENT_CHANGING", "NO_OWNER",
+__all__ = ["INGEST_RECOVERING", "Readiness", "Remote", "Unavailable", "RECOVERING", "FORWARDED_LIST", "ASSIGNMENT_CHANGING", "NO_OWNER",
            "agent_name", "live_actors"]

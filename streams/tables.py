@@ -12,14 +12,10 @@ from elderwatch.settings import Settings
 #: (bench/results/recovery.md). An hour bounds it to the compacted state plus about an hour of writes.
 CHANGELOG_CONFIG = {"cleanup.policy": "compact", "segment.ms": str(60 * 60 * 1000)}
 
+#: Not a faust table: the ingest stage (streams/ingest_loop.py) keeps its series states itself, on a changelog of
+#: this name and faust's record format (key: the JSON text of "household_id/meter", value: SeriesState.to_json's JSON),
+#: co-partitioned with readings.by-household.
 SERIES_STATE = "ingest-series-state"
-
-
-def series_state_table(app: faust.App, settings: Settings) -> faust.Table:
-    """``"household_id/meter"`` -> :meth:`SeriesState.to_json`, co-partitioned with readings.by-household."""
-    return app.Table(SERIES_STATE, default=None, partitions=settings.partitions,
-                     key_type=str, value_type=None, extra_topic_configs=CHANGELOG_CONFIG,
-                     help="Per household and meter: recent timestamps (de-duplication) and the register high-water mark.")
 
 
 DETECT_STATE = "detect-household-state"

@@ -101,6 +101,12 @@ def ingest_worker(kafka_bootstrap: str, tmp_path_factory) -> Iterator[WorkerProc
     worker.stop()
 
 
+def consumer_group(app_id: str, topic: str) -> str:
+    """The worker's consumer group that reads ``topic``: ingest's own (streams/ingest_loop.py) for readings.raw and
+    readings.by-household, faust's (the app id) for the rest."""
+    return f"{app_id}-ingest" if topic.endswith(("readings.raw", "readings.by-household")) else app_id
+
+
 def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10)
     sent = 0

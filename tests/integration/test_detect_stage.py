@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import WorkerProcess, consume, produce
+from conftest import WorkerProcess, consume, consumer_group, produce
 
 from detectors.offline import detect_file
 from elderwatch.feed import canonical_messages
@@ -118,18 +118,19 @@ def _positions(bootstrap: str, group: str, topics: list[str]) -> tuple[str, list
     not yet committed): where a stall is, and whether the pipeline is drained."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        parts, lags = [], []
-        for topic in topics:
+    parts, lags = [], []
+    for topic in topics:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=consumer_group(group, topic),
+                                 enable_auto_commit=False)
+        try:
             tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
             ends = consumer.end_offsets(tps)
             committed = {tp: consumer.committed(tp) or 0 for tp in tps}
-            parts.append(f"{topic}: " + " ".join(f"p{tp.partition}={ends[tp]}/{committed[tp]}" for tp in tps))
-            lags.append(sum(ends[tp] - committed[tp] for tp in tps))
-        return "; ".join(parts), lags
-    finally:
-        consumer.close()
+        finally:
+            consumer.close()
+        parts.append(f"{topic}: " + " ".join(f"p{tp.partition}={ends[tp]}/{committed[tp]}" for tp in tps))
+        lags.append(sum(ends[tp] - committed[tp] for tp in tps))
+    return "; ".join(parts), lags
 
 
 def test_detect_stage_warnings_equal_the_offline_run(kafka_bootstrap, tmp_path, dataset):

@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import WorkerProcess, produce
+from conftest import WorkerProcess, consumer_group, produce
 
 from detectors.monitor import HouseholdMonitor
 from detectors.offline import detect_file, new_monitor
@@ -152,7 +152,7 @@ def _drained(bootstrap: str, prefix: str, worker: WorkerProcess, timeout: float 
     # Twice in a row at zero: a stage may still be writing what the previous one committed.
     zero = []
     def settled() -> bool:
-        zero.append(_lag(bootstrap, prefix, stages) == 0)
+        zero.append(all(_lag(bootstrap, consumer_group(prefix, topic), [topic]) == 0 for topic in stages))
         return zero[-2:] == [True, True]
     _until(settled, timeout=timeout, what="drained", log=worker.log_tail)
 

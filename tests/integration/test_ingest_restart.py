@@ -7,6 +7,7 @@ continues from its high-water mark instead of starting a new baseline.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -66,3 +67,35 @@ def test_series_state_survives_a_worker_restart(kafka_bootstrap, tmp_path):
     assert len(validated) == len(before) - 1 + len(new)
     register_after = [json.loads(r.value) for r in validated if json.loads(r.value)["household_id"] == "hh-reg"]
     assert [r["value"] for r in register_after[-5:]] == [1.0] * 5  # 1 kWh per read, measured across the restart
+
+
+def test_ingest_starts_where_the_faust_group_stopped_on_an_upgraded_deployment(kafka_bootstrap, tmp_path):
+    """Ingest was a faust agent, committing in the app's group (``<app_id>``); it now has its own group
+    (``<app_id>-ingest``). A partition the new group never committed starts at the old group's offset, not at the
+    beginning of readings.raw."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    prefix = f"u{uuid.uuid4().hex[:8]}"
+    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path / "created").start()  # creates the topics
+    worker.stop()
+    raw = worker.topic("readings.raw")
+    produce(kafka_bootstrap, raw, [(b"one-key", _interval(1, i)) for i in range(10)])  # one partition
+    old_group = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=prefix, enable_auto_commit=False)
+    try:
+        [partition] = [p for p in old_group.partitions_for_topic(raw)
+                       if old_group.end_offsets([TopicPartition(raw, p)])[TopicPartition(raw, p)] == 10]
+        old_group.commit({TopicPartition(raw, partition): OffsetAndMetadata(6, "", -1)})  # faust read six
+    finally:
+        old_group.close()
+
+    upgraded = WorkerProcess(kafka_bootstrap, prefix, tmp_path / "upgraded").start()
+    try:
+        wait_for_counts(upgraded, lambda c: c.get("received", 0) >= 4)
+        time.sleep(3)  # nothing more arrives
+        assert upgraded.counts()["received"] == 4, upgraded.log_tail()
+    finally:
+        upgraded.stop()
+    validated = consume(kafka_bootstrap, upgraded.topic("readings.validated"), expected=4)
+    assert sorted(datetime.fromisoformat(json.loads(r.value)["ts"]) for r in validated) == [
+        START + timedelta(minutes=15 * i) for i in range(6, 10)]

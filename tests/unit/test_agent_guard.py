@@ -151,43 +151,32 @@ def test_a_real_agent_survives_a_bug_on_one_message_and_processes_the_next():
 
 
 def test_a_reading_an_ingest_agent_raises_on_is_counted_once_so_the_ingest_identity_holds():
-    """ingest's validate step in faust (test_context): forwarding the first reading raises (keyed by a utility's
-    batch id, so it is re-keyed, not applied directly). It is dead-lettered
+    """ingest's validate step (streams/ingest_loop.py, fed a batch by hand): forwarding the first reading raises
+    (keyed by a utility's batch id, so it is re-keyed, not applied directly). It is dead-lettered
     processing_error and counted once: received = valid + duplicates + dead_lettered + raw_redelivered."""
-    from elderwatch.settings import Settings
-    from schemas.tickets import Step
-    from streams.agents import register_ingest_agents
-    from streams.app import Topics
     from prometheus_client import generate_latest
 
+    from elderwatch.settings import Settings
+    from streams.ingest_loop import IngestStage, IngestTopics, Message
     from streams.metrics import IngestMetrics, read_counts
 
-    t = FakeTopic
     metrics = IngestMetrics()
+    topics = {name: FakeTopic(name, fail=1 if name == "readings.by-household" else 0)
+              for name in ("readings.raw", "readings.by-household", "readings.validated", "readings.deadletter",
+                           "changelog")}
 
-    async def main():
-        app = faust.App("t-guard-ingest", broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False,
-                        web_enabled=False)
-        raw = app.topic("readings.raw", key_type=bytes, value_type=bytes, key_serializer="raw",
-                        value_serializer="raw")
-        topics = Topics(raw=raw, by_household=t("readings.by-household", fail=1),
-                        validated=t("readings.validated"), deadletter=t("readings.deadletter"), anomalies=t("anomalies"),
-                        ticket_steps={s: t(f"tickets.{s.value}") for s in Step},
-                        ticket_acks={s: t(f"tickets.{s.value}.ack") for s in Step},
-                        roster=t("households.roster"), away=t("households.away"),
-                        notifications_pending=t("notifications.pending"))
-        register_ingest_agents(app, topics, {}, metrics, Settings(), clock=lambda: T0 + timedelta(days=1))
-        agent = next(a for a in app.agents.values() if a.name.endswith("ingest"))
-        async with agent.test_context() as running:
-            running.original_channel = raw  # the agent reads two topics: its test messages come from readings.raw
-            for minute in (0, 15):
-                ts = (T0 + timedelta(minutes=minute)).isoformat()
-                await running.put(f'{{"household_id": "hh-000001", "meter": "water", "ts": "{ts}", "value": 1}}'
-                                  .encode(), key=b"utility-batch-1")
-        return topics
+    async def send(topic, key, value, partition):
+        await topics[topic].send(key=key, value=value)
+        return asyncio.sleep(0)  # the broker's acknowledgement
 
-    topics = asyncio.run(main())
-    assert len(topics.by_household.sent) == 1 and len(topics.deadletter.sent) == 1
+    stage = IngestStage(IngestTopics("readings.raw", "readings.by-household", "readings.validated",
+                                     "readings.deadletter", "changelog"), send, metrics, Settings(),
+                        clock=lambda: T0 + timedelta(days=1))
+    messages = [Message("readings.raw", 0, offset, None, b"utility-batch-1",
+                        f'{{"household_id": "hh-000001", "meter": "water", "ts": "{(T0 + timedelta(minutes=15 * offset)).isoformat()}", "value": 1}}'.encode())
+                for offset in (0, 1)]
+    asyncio.run(stage.run(messages))
+    assert len(topics["readings.by-household"].sent) == 1 and len(topics["readings.deadletter"].sent) == 1
     counts = read_counts(generate_latest(metrics.registry).decode())
-    # received 2 = the one forwarded (normalize, a fake topic here, would judge it) + 1 dead-lettered, not 2
+    # received 2 = the one forwarded (normalize would judge it) + 1 dead-lettered, not 2
     assert counts["received"] == 2 and counts["dead_lettered"] == 1

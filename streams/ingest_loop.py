@@ -1,0 +1,592 @@
+"""The ingest stage: readings.raw and readings.by-household in batches, on aiokafka's own consumer group.
+
+Not a faust agent: faust's per-message path (consumer thread hand-off, conductor, channel queues, events, a
+``FutureMessage`` per send) cost about 0.45 ms a message a hop on two cores, more than ingest's own work
+(bench/results/throughput.md). Here a batch of ``getmany`` goes straight to the code, and sends go straight to
+aiokafka's producer.
+
+Two steps, each with its own guard (named for it in metrics and logs):
+
+- ``ingest-validate`` checks each raw message on its own (no state) and maps a utility's meter id to our
+  household id (the roster's enrolments, as of the reading's time). A message keyed by that household id
+  already, in the partition that key has, goes straight on to the per-series rules (the direct route);
+  any other is re-keyed by household through readings.by-household (so its series state is local).
+- ``ingest-normalize`` applies the per-series rules (duplicates, registers) with state per (household, meter).
+
+Per batch (:meth:`IngestStage.run`): every message through its step; what the batch produced (re-keyed and
+validated readings, dead letters) acknowledged by the broker; then each changed series state written once to
+its changelog (``<app_id>-ingest-series-state-changelog``, the record format faust's table wrote) and
+acknowledged; only then are the batch's offsets due for commit. A crash anywhere in between repeats readings
+(duplicates that detection ignores: not newer than its meter's last), never loses one; a message the restored
+state has applied (by offset) is skipped, not judged again.
+
+The consumer group (``<app_id>-ingest``) uses the range assignor: with both topics of one partition count, a
+worker gets the same partition numbers of each, so a household's direct raw messages and its re-keyed ones
+meet the one series state that partition holds. On assignment a worker reads the new partitions' changelog
+before it reads their messages (:class:`IngestLoop`); on revocation it finishes the batch in hand, commits and
+drops those states. A bad message never stops the stage: every rejection goes to ``readings.deadletter``, and
+a message a step raises on (a bug) is dead-lettered ``processing_error`` by the guard (:mod:`streams.guard`).
+A failure of the broker ends the session (nothing of the failed batch committed) and a new one starts from the
+committed offsets and the changelog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.partitioner import DefaultPartitioner
+from pydantic import ValidationError
+
+from elderwatch.settings import Settings
+from schemas.dead_letter import RejectReason
+from schemas.routing import RawOrigin, RoutedReading
+from streams.batches import BATCH_SIZE, delivered
+from streams.guard import AgentGuard, DeadLetters, Source
+from streams.ingest import (Duplicate, Emitted, Enrolment, RegisterBaseline, Rejection, SeriesState, accept_reading,
+                            parse_raw, resolve)
+from streams.metrics import AgentMetrics, IngestMetrics
+from streams.partition_counts import PartitionCounts
+
+log = logging.getLogger(__name__)
+
+#: send(topic, key, value, partition) -> awaitable: awaiting it hands the message over and returns a future
+#: that resolves once the broker has it (aiokafka's producer.send)
+Send = Callable[[str, bytes | None, bytes, int | None], Awaitable[Awaitable]]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One consumed message (aiokafka's ConsumerRecord has these fields too)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None  # ms
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestTopics:
+    raw: str
+    by_household: str
+    validated: str
+    deadletter: str
+    changelog: str  # the series states'
+
+
+class OutTopic:
+    """A topic name and the stage's send: what :class:`~streams.guard.DeadLetters` writes to."""
+
+    def __init__(self, name: str, send: Send) -> None:
+        self.name, self._send = name, send
+
+    async def send(self, *, key: bytes | None, value: bytes, partition: int | None = None):
+        return await self._send(self.name, key, value, partition)
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def series_key(household_id: str, meter: str) -> str:
+    return f"{household_id}/{meter}"
+
+
+def changelog_key(key: str) -> bytes:
+    """A series state's key on its changelog: JSON text, as faust's table (key type str) wrote it.
+
+    >>> changelog_key("hh-1/water")
+    b'"hh-1/water"'
+    """
+    return json.dumps(key).encode()
+
+
+def parse_routed(value: bytes | None, key: bytes | None) -> RoutedReading | Rejection:
+    """A message of readings.by-household, or why it is not one (never raises for bad input). ingest-validate
+    wrote it, so a rejection means something else wrote to the topic.
+
+    >>> parse_routed(b"not json", b"h1").reason.value
+    'not_json'
+    >>> parse_routed(b'{"form": "interval"}', b"h1").reason.value
+    'invalid_field'
+    """
+    if not value:
+        return Rejection(RejectReason.NOT_JSON, "empty message")
+    try:
+        routed = RoutedReading.model_validate_json(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        reason = RejectReason.NOT_JSON if first["type"] == "json_invalid" else RejectReason.INVALID_FIELD
+        return Rejection(reason, f"not a RoutedReading: {first['type']} at {'.'.join(map(str, first['loc'])) or 'top level'}")
+    if routed.reading is None:
+        return Rejection(RejectReason.INVALID_FIELD, f"not a RoutedReading: no {routed.form}_reading")
+    if key != routed.reading.household_id.encode():  # its series state lives in the key's partition
+        return Rejection(RejectReason.INVALID_FIELD, "message key is not the reading's household_id",
+                         routed.reading.household_id)
+    return routed
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.changed: dict[str, int] = {}  # series key -> its partition (the message's: co-partitioned topics)
+        self.sent: list = []
+
+
+class IngestStage:
+    """Ingest's two steps over batches of :class:`Message`, series states in dicts per partition. No consumer here:
+    :class:`IngestLoop` feeds it from Kafka, tests call :meth:`run` with messages of their own."""
+
+    def __init__(self, topics: IngestTopics, send: Send, metrics: IngestMetrics, settings: Settings, *,
+                 clock: Callable[[], datetime], enrolment_reader=None,
+                 partition_counts: Callable[[], Awaitable[dict[str, int]]] | None = None,
+                 partition_of=None) -> None:
+        """``enrolment_reader`` (a :class:`streams.enrolment.EnrolmentReader`) maps meter ids; without one, every
+        reading that names a meter is ``unknown_meter``. ``partition_counts()`` gives the two topics' partition
+        counts (the broker's, read once); without it nothing takes the direct route."""
+        self.topics, self.send, self.metrics, self.settings, self.clock = topics, send, metrics, settings, clock
+        self.enrolment_reader = enrolment_reader
+        self.partition_counts, self.partition_of = partition_counts, partition_of or DefaultPartitioner()
+        self.limits = settings.ingest_limits()
+        #: partition -> series key -> state: the partitions of readings.by-household this worker holds
+        self.series: dict[int, dict[str, SeriesState]] = {}
+        self.agent_metrics = AgentMetrics.of(metrics.registry)
+        self._no_enrolment = Enrolment()
+        self._warned: set[str] = set()
+        counted = lambda reason: metrics.dead_lettered.labels(reason=reason.value).inc()  # noqa: E731
+        deadletter = OutTopic(topics.deadletter, send)
+        self.dead_letters = DeadLetters(deadletter, clock, counted)
+        # Internal-topic poison was never received from readings.raw: counted apart, so the ingest identity holds.
+        self.unreadable = DeadLetters(deadletter, clock, lambda reason: self.agent_metrics.unreadable.labels(
+            agent="ingest-normalize").inc())
+
+        def processing_error(source: Source) -> None:  # received, so it must be one of the identity's terms
+            counted(RejectReason.PROCESSING_ERROR)
+
+        # processing_error keeps the books (once): the guards' own dead letters are not counted again by reason.
+        guard_letters = DeadLetters(deadletter, clock)
+        self.validate_guard = AgentGuard("ingest-validate", "ingest.validate", guard_letters, self.agent_metrics,
+                                         on_error=processing_error)
+        self.normalize_guard = AgentGuard("ingest-normalize", "ingest.normalize", guard_letters, self.agent_metrics,
+                                          on_error=processing_error)
+
+    # -- a batch -------------------------------------------------------------------------------
+    async def run(self, messages: Iterable[Message]) -> None:
+        """Every message through its step; the outputs acknowledged; then each changed state written and
+        acknowledged. Raises only if the broker fails (then nothing of the batch may be committed)."""
+        batch = _Batch()
+        for message in messages:
+            source = Source(message.topic, message.partition, message.offset, message.timestamp)
+            routed = message.topic == self.topics.by_household
+            step, guard = (self._normalize, self.normalize_guard) if routed else (self._validate, self.validate_guard)
+            await guard.handle(source, message.value, message.key,
+                               lambda value, key, source: step(value, key, source, batch))
+        await delivered(batch.sent)
+        written = []
+        for key, partition in batch.changed.items():
+            state = self.series[partition][key]
+            written.append(await self.send(self.topics.changelog, changelog_key(key), orjson.dumps(state.to_json()),
+                                           partition))
+        await delivered(written)
+
+    # -- ingest-validate -----------------------------------------------------------------------
+    async def _enrolment(self) -> Enrolment:
+        if self.enrolment_reader is None:
+            return self._no_enrolment
+        await self.enrolment_reader.wait_ready()  # a cold start maps nothing until it knows every enrolment
+        return self.enrolment_reader.enrolment
+
+    async def _direct(self, key: bytes | None, household_id: str, source: Source) -> bool:
+        """May this raw message skip the re-key hop? Yes when the utility keyed it by our household id and it sits in
+        the partition readings.by-household would put it in, with both topics of one partition count (so they are
+        co-partitioned: this worker holds the series state's partition). Checked per message: one feed may mix.
+        The answer for a message must never change (its series state remembers it per route), so the count is
+        read from the broker once, not from a consumer's view that changes with rebalances."""
+        if key is None or key != household_id.encode() or self.partition_counts is None:
+            return False
+        found = await self.partition_counts()
+        raw, routed = found.get(self.topics.raw), found.get(self.topics.by_household)
+        if not raw or raw != routed:
+            self._warn_once("counts", "readings.raw and readings.by-household differ in partition count: every "
+                                      "reading is re-keyed (no direct route)")
+            return False
+        every = range(raw)
+        if self.partition_of(key, every, every) != source.partition:
+            return False
+        if source.partition not in self.series:  # the range assignor gives both topics' partition together
+            self._warn_once("assignment", "a raw partition is held without its readings.by-household partition: "
+                                          "its readings are re-keyed")
+            return False
+        return True
+
+    def _warn_once(self, what: str, text: str) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(text)
+
+    async def _validate(self, value: bytes | None, key: bytes | None, source: Source, batch: _Batch) -> None:
+        self.metrics.received.inc()
+        result = parse_raw(value, now=self.clock(), max_future=self.settings.max_future)
+        if isinstance(result, Rejection):
+            return await self.dead_letters.send(value, key, result.reason, result.detail, stage="ingest.validate",
+                                                source=source, household_id=result.household_id)
+        reading = result.reading
+        if reading.meter_id is not None:
+            reading = resolve(reading, await self._enrolment())
+            if isinstance(reading, Rejection):
+                return await self.dead_letters.send(value, key, reading.reason, reading.detail,
+                                                    stage="ingest.validate", source=source,
+                                                    household_id=reading.household_id)
+        self.metrics.reading_in(reading, self.enrolment_reader.enrolment if self.enrolment_reader is not None
+                                else None)
+        if await self._direct(key, reading.household_id, source):
+            self.metrics.route["direct"].inc()
+            return await self._apply_series(reading, batch, routed_offset=None, raw=source,
+                                            raw_message=lambda: (value, key), partition=source.partition)
+        self.metrics.route["rekeyed"].inc()
+        routed = RoutedReading(
+            form=result.form, **{f"{result.form}_reading": reading},
+            origin=RawOrigin(topic=source.topic, partition=source.partition, offset=source.offset,
+                             timestamp_ms=source.timestamp_ms, value_b64=_b64(value), key_b64=_b64(key)))
+        batch.sent.append(await self.send(self.topics.by_household, reading.household_id.encode(),
+                                          routed.model_dump_json(by_alias=True).encode(), None))
+
+    # -- ingest-normalize ----------------------------------------------------------------------
+    async def _normalize(self, value: bytes | None, key: bytes | None, source: Source, batch: _Batch) -> None:
+        routed = parse_routed(value, key)
+        if isinstance(routed, Rejection):
+            return await self.unreadable.send(value, key, routed.reason, routed.detail, stage="ingest.normalize",
+                                              source=source, household_id=routed.household_id)
+        origin = routed.origin
+        await self._apply_series(routed.reading, batch, routed_offset=source.offset,
+                                 raw=Source(origin.topic, origin.partition, origin.offset, origin.timestamp_ms),
+                                 raw_message=lambda: (origin.value(), origin.key()), partition=source.partition)
+
+    async def _apply_series(self, reading, batch: _Batch, *, routed_offset: int | None, raw: Source,
+                            raw_message: Callable[[], tuple[bytes | None, bytes | None]], partition: int) -> None:
+        """The per-series rules for one reading: from readings.by-household (at ``routed_offset``) or straight from
+        readings.raw (``routed_offset`` None). ``raw`` is where the utility's message sits, ``raw_message()`` its bytes,
+        ``partition`` the one its series state lives in."""
+        key = series_key(reading.household_id, reading.meter.value)
+        states = self.series[partition]  # held: the loop passes only messages of partitions it has recovered
+        state = states.get(key)
+        if state is None:
+            state = states[key] = SeriesState()
+        # Read again after a crash or rebalance of this stage (same offset) or, re-keyed, of the step before (the
+        # raw message sent here again): applied and sent already, so not judged again (it would be too_late).
+        if routed_offset is None:
+            if state.applied_direct(raw.partition, raw.offset):
+                self.metrics.raw_redelivered.inc()
+                return
+        elif state.applied(routed_offset):
+            self.metrics.redelivered.inc()
+            return
+        elif state.applied_raw(raw.partition, raw.offset):  # received twice, applied once
+            self.metrics.raw_redelivered.inc()
+            return
+        outcome = accept_reading(state, reading, self.limits)
+        if routed_offset is None:
+            state.note_applied_direct(raw.partition, raw.offset)
+        else:
+            state.note_applied(routed_offset, raw.partition, raw.offset)
+        batch.changed[key] = partition
+        if isinstance(outcome, Emitted):
+            batch.sent.append(await self.send(self.topics.validated, reading.household_id.encode(),
+                                              outcome.reading.model_dump_json().encode(), None))
+            self.metrics.valid.inc()
+            self.metrics.emitted.inc()
+        elif isinstance(outcome, RegisterBaseline):
+            self.metrics.valid.inc()
+            self.metrics.register_baselines.labels(reason=outcome.reason).inc()
+        elif isinstance(outcome, Duplicate):
+            self.metrics.duplicates.inc()
+        else:  # rejected by the series rules: the raw message, with its raw coordinates
+            value, key = raw_message()
+            batch.sent.append(await self.dead_letters.send(
+                value, key, outcome.reason, outcome.detail, stage="ingest.normalize", source=raw,
+                household_id=outcome.household_id))
+
+    # -- state held ----------------------------------------------------------------------------
+    def restore(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+        """Partition ``partition``'s series states from its changelog records ``(key, value)`` in log order, keeping
+        per key the record that has read furthest (:meth:`SeriesState.progress`), not the last one written: a worker
+        replaced after a pause may write older states when it resumes (streams/recovery.py ``newest_wins``)."""
+        found: dict[str, dict] = {}
+        for key, value in records:
+            try:
+                name = json.loads(key) if key else None
+            except ValueError:
+                name = None
+            if not isinstance(name, str):
+                self._warn_once("changelog-key", "a series-state changelog record without a readable key: passed over")
+                continue
+            if value is None:
+                found.pop(name, None)
+                continue
+            data = orjson.loads(value)
+            held = found.get(name)
+            at, furthest = SeriesState.progress(data), SeriesState.progress(held)
+            if at is not None and furthest is not None and at < furthest:
+                self.agent_metrics.stale_records.labels(table="ingest-series-state").inc()
+                continue
+            found[name] = data
+        self.series[partition] = {name: SeriesState.from_json(data) for name, data in found.items()}
+
+    def drop(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self.series.pop(partition, None)
+
+
+class IngestLoop:
+    """Runs :class:`IngestStage` on its own consumer group and producer, as a task of the faust app
+    (:meth:`run`, until cancelled). ``recovered`` is what readiness asks."""
+
+    def __init__(self, settings: Settings, topics: IngestTopics, metrics: IngestMetrics, *,
+                 clock: Callable[[], datetime], enrolment_reader=None, batch_size: int = BATCH_SIZE,
+                 commit_interval_s: float = 1.0) -> None:
+        self.settings, self.topics, self.metrics, self.clock = settings, topics, metrics, clock
+        self.enrolment_reader, self.batch_size, self.commit_interval_s = enrolment_reader, batch_size, commit_interval_s
+        self.group = f"{settings.app_id}-ingest"
+        self.counts = PartitionCounts(settings.kafka_bootstrap_servers, topics.raw, topics.by_household)
+        self.stage: IngestStage | None = None
+        self.recovered = False  # this session's assignment has its states: readiness
+        self.running = False
+        self._lock = asyncio.Lock()  # a batch, or a rebalance's commit and hand-over: never both
+        self._held: set = set()  # the TopicPartitions whose messages may be processed
+        self._done: dict = {}  # TopicPartition -> next offset: processed, states stored, not yet committed
+        self.committed: dict = {}  # TopicPartition -> committed offset (for the lag)
+        self._consumer = None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.running = True
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the broker failed: start again from what was committed
+                log.error("ingest stopped (%s: %s); starting again from the committed offsets", type(exc).__name__,
+                          exc)
+                self.running = False
+                await asyncio.sleep(2.0)
+            finally:
+                self.running = self.recovered = False
+
+    async def _session(self) -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+        from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+        s = self.settings
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap_servers, acks="all", linger_ms=s.producer_linger_ms,
+            max_batch_size=s.producer_max_batch_size,
+            compression_type=None if s.producer_compression == "none" else s.producer_compression)
+        session_ms = int(s.consumer_session_timeout_s * 1000)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap_servers, group_id=self.group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=self.batch_size,
+            partition_assignment_strategy=(RangePartitionAssignor,), session_timeout_ms=session_ms,
+            heartbeat_interval_ms=min(3000, session_ms // 3), rebalance_timeout_ms=session_ms)
+        await producer.start()
+        try:
+            async def send(topic, key, value, partition):
+                return await producer.send(topic, value, key=key, partition=partition)
+
+            self.stage = IngestStage(self.topics, send, self.metrics, s, clock=self.clock,
+                                     enrolment_reader=self.enrolment_reader, partition_counts=self.counts.get)
+            self._held, self._done, self.committed = set(), {}, {}
+            try:
+                await asyncio.to_thread(carry_over_offsets, s.kafka_bootstrap_servers, s.app_id, self.group,
+                                        [self.topics.raw, self.topics.by_household])
+            except Exception as exc:  # noqa: BLE001 - then from the beginning, as a new deployment
+                log.warning("could not carry the faust group's offsets over (%s)", type(exc).__name__)
+            consumer.subscribe([self.topics.raw, self.topics.by_household], listener=_Rebalance(self, consumer))
+            await consumer.start()
+            self._consumer = consumer
+            try:
+                await self._consume(consumer)
+            finally:
+                self._consumer = None
+                try:
+                    async with self._lock:
+                        await self._commit(consumer)
+                finally:
+                    await consumer.stop()
+        finally:
+            await producer.stop()
+
+    async def _consume(self, consumer) -> None:
+        last_commit = time.monotonic()
+        while True:
+            fetched = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
+            async with self._lock:
+                messages = [Message(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
+                            for tp, records in fetched.items() if tp in self._held for r in records]
+                if messages:
+                    await self.stage.run(messages)
+                    for tp, records in fetched.items():
+                        if tp in self._held and records:
+                            self._done[tp] = records[-1].offset + 1
+            if self._done and time.monotonic() - last_commit >= self.commit_interval_s:
+                async with self._lock:
+                    await self._commit(consumer)
+                last_commit = time.monotonic()
+
+    async def _commit(self, consumer) -> None:
+        """Commit what was processed and stored (call with the lock held)."""
+        if not self._done:
+            return
+        done = dict(self._done)
+        try:
+            await consumer.commit(done)
+        except Exception as exc:  # noqa: BLE001 - e.g. a rebalance took the partitions: their new owner re-reads
+            log.warning("ingest could not commit its offsets (%s): those messages will be read again",
+                        type(exc).__name__)
+            return
+        for tp, offset in done.items():
+            self.committed[tp] = offset
+            if self._done.get(tp) == offset:
+                del self._done[tp]
+
+    async def on_revoked(self, consumer, revoked) -> None:
+        async with self._lock:  # the batch in hand is finished and stored
+            self.recovered = False
+            await self._commit(consumer)
+            self._held -= set(revoked)
+            for tp in revoked:
+                self._done.pop(tp, None)
+                self.committed.pop(tp, None)
+            if self.stage is not None:
+                self.stage.drop({tp.partition for tp in revoked if tp.topic == self.topics.by_household})
+
+    async def on_assigned(self, consumer, assigned) -> None:
+        async with self._lock:
+            started = time.monotonic()
+            wanted = {tp.partition for tp in assigned if tp.topic == self.topics.by_household}
+            new = sorted(wanted - set(self.stage.series))
+            for partition, records in (await read_changelog(self.settings.kafka_bootstrap_servers,
+                                                            self.topics.changelog, new)).items():
+                self.stage.restore(partition, records)
+            self.stage.drop(set(self.stage.series) - wanted)
+            for tp in assigned:
+                if tp not in self.committed:
+                    self.committed[tp] = await consumer.committed(tp) or 0
+            self._held = set(assigned)
+            self.recovered = True
+            if new:
+                log.info("ingest recovered the series states of partitions %s in %.1f s", new,
+                         time.monotonic() - started)
+
+    def lag(self) -> dict[str, int]:
+        """Per topic: messages of this worker's partitions not yet committed (log end - committed)."""
+        lags = {self.topics.raw: 0, self.topics.by_household: 0}
+        consumer = self._consumer
+        if consumer is None:
+            return lags
+        for tp in list(self._held):
+            try:
+                end = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - revoked meanwhile
+                end = None
+            if end is not None:
+                lags[tp.topic] = lags.get(tp.topic, 0) + max(0, end - self.committed.get(tp, 0))
+        return lags
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """aiokafka calls and awaits these two during a rebalance."""
+
+    def __init__(self, loop: IngestLoop, consumer) -> None:
+        self.loop, self.consumer = loop, consumer
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self.loop.on_revoked(self.consumer, revoked)
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        await self.loop.on_assigned(self.consumer, assigned)
+
+
+def carry_over_offsets(bootstrap: str, old_group: str, group: str, topics: list[str]) -> dict:
+    """Ingest was a faust agent before, committing in the app's group (``old_group``). If ``group`` has committed
+    nothing of ``topics`` yet, commit ``old_group``'s offsets of them to it, so a deployment upgraded from it does not
+    read all of readings.raw again (that would be right, the series states skip what they applied, but slow).
+    Before the consumer joins: the group is empty then (another worker joining at the same moment makes the commit
+    fail, and this worker starts from the beginning). Blocks: run it in a thread. Returns what it committed."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    new, old = (KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=name, enable_auto_commit=False)
+                for name in (group, old_group))
+    try:
+        tps = [TopicPartition(topic, p) for topic in topics for p in sorted(new.partitions_for_topic(topic) or ())]
+        if not tps or any(new.committed(tp) is not None for tp in tps):
+            return {}
+        carried = {tp: OffsetAndMetadata(offset, "", -1) for tp in tps
+                   if (offset := old.committed(tp)) is not None}
+        if carried:
+            new.commit(carried)
+            log.info("ingest starts where faust's group %s stopped: %d partitions", old_group, len(carried))
+        return carried
+    finally:
+        new.close()
+        old.close()
+
+
+async def read_changelog(bootstrap: str, topic: str, partitions: list[int]) -> dict[int, list]:
+    """Every record ``(key, value)`` of ``topic``'s ``partitions``, from the beginning to the end they had when asked."""
+    if not partitions:
+        return {}
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        records: dict[int, list] = {p: [] for p in partitions}
+        pending = {tp for tp in tps if ends[tp] > 0}
+        if pending:
+            await consumer.seek_to_beginning(*pending)
+        while pending:
+            fetched = await consumer.getmany(*pending, timeout_ms=1000, max_records=10_000)
+            for tp, batch in fetched.items():
+                records[tp.partition].extend((r.key, r.value) for r in batch if r.offset < ends[tp])
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def start_ingest_loop(app, topics, metrics: IngestMetrics, settings: Settings, *, clock: Callable[[], datetime],
+                      enrolment_reader=None) -> IngestLoop:
+    """An :class:`IngestLoop` of ``topics`` (faust topics: their names) run as a task of ``app``."""
+    from streams.tables import SERIES_STATE, changelog_topic
+
+    loop = IngestLoop(settings, IngestTopics(
+        raw=topics.raw.get_topic_name(), by_household=topics.by_household.get_topic_name(),
+        validated=topics.validated.get_topic_name(), deadletter=topics.deadletter.get_topic_name(),
+        changelog=changelog_topic(settings.app_id, SERIES_STATE)), metrics, clock=clock,
+        enrolment_reader=enrolment_reader)
+
+    @app.task
+    async def ingest() -> None:
+        await loop.run()
+
+    return loop
+
+
+__all__ = ["IngestLoop", "IngestStage", "IngestTopics", "Message", "changelog_key", "parse_routed", "read_changelog",
+           "start_ingest_loop"]

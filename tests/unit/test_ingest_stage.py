@@ -1,0 +1,151 @@
+"""The ingest stage's batch (streams/ingest_loop.py ``IngestStage``) without a broker: what it sends, in which
+order, what it writes to its changelog, and what it restores from one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta, timezone
+
+import orjson
+from aiokafka.partitioner import DefaultPartitioner
+
+from elderwatch.settings import Settings
+from streams.ingest import Emitted, OfflineIngest
+from streams.ingest_loop import IngestStage, IngestTopics, Message, changelog_key
+from streams.metrics import AgentMetrics, IngestMetrics
+
+T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+TOPICS = IngestTopics("readings.raw", "readings.by-household", "readings.validated", "readings.deadletter",
+                      "series-changelog")
+PARTITIONS = 4
+
+
+def partition_of(household_id: str) -> int:
+    every = range(PARTITIONS)
+    return DefaultPartitioner()(household_id.encode(), every, every)
+
+
+class Broker:
+    """Records every send in order; each acknowledgement is a future the test may hold back."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, int | None]] = []
+        self.acks: list[asyncio.Future] = []
+        self.hold = False
+
+    async def send(self, topic, key, value, partition):
+        self.sent.append((topic, key, value, partition))
+        ack = asyncio.get_running_loop().create_future()
+        if not self.hold:
+            ack.set_result(None)
+        self.acks.append(ack)
+        return ack
+
+    def on(self, topic: str) -> list:
+        return [(key, value, partition) for name, key, value, partition in self.sent if name == topic]
+
+
+def stage_with(broker: Broker, metrics: IngestMetrics | None = None) -> IngestStage:
+    async def counts():
+        return {TOPICS.raw: PARTITIONS, TOPICS.by_household: PARTITIONS}
+
+    stage = IngestStage(TOPICS, broker.send, metrics or IngestMetrics(), Settings(),
+                        clock=lambda: T0 + timedelta(days=30), partition_counts=counts)
+    for partition in range(PARTITIONS):
+        stage.restore(partition, [])  # every partition held, none with a state yet
+    return stage
+
+
+def reading(household: str, i: int, meter: str = "water") -> bytes:
+    return json.dumps({"household_id": household, "meter": meter,
+                       "ts": (T0 + timedelta(minutes=15 * i)).isoformat(), "value": float(i % 3)}).encode()
+
+
+def direct(household: str, i: int, offset: int, meter: str = "water") -> Message:
+    """A raw message keyed by its household, in the partition that key has: the direct route."""
+    return Message(TOPICS.raw, partition_of(household), offset, None, household.encode(), reading(household, i, meter))
+
+
+def test_a_batch_writes_each_changed_series_once_to_its_partition_after_its_outputs_are_acknowledged():
+    broker = Broker()
+    stage = stage_with(broker)
+    households = ["hh-000001", "hh-000002", "hh-000003"]
+    messages = [direct(h, i, offset=i) for i in range(5) for h in households]
+
+    async def main():
+        broker.hold = True  # the outputs' acknowledgements do not come until released
+        running = asyncio.ensure_future(stage.run(messages))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(broker.on(TOPICS.validated)) == 15 and broker.on(TOPICS.changelog) == []  # waits for the acks
+        broker.hold = False
+        for ack in broker.acks:
+            ack.set_result(None)
+        await asyncio.wait_for(running, 5)
+
+    asyncio.run(main())
+    written = broker.on(TOPICS.changelog)
+    assert sorted(key for key, _, _ in written) == sorted(changelog_key(f"{h}/water") for h in households)
+    for key, value, partition in written:
+        household = json.loads(key).split("/")[0]
+        assert partition == partition_of(household)
+        assert orjson.loads(value)["do"] == {str(partition): 4}  # applied up to the raw offset of its 5th reading
+    assert [name for name, *_ in broker.sent].index(TOPICS.changelog) == 15  # every output before any state
+
+
+def test_the_stage_emits_what_offline_ingest_emits_for_the_same_messy_feed():
+    feed = [reading("hh-000007", i) for i in range(40)]
+    feed[10:10] = [feed[3], b"not json", reading("hh-000007", 12)]  # a re-send, garbage, a duplicate
+    feed += [reading("hh-000007", 1)]  # an early reading again, within the 48-hour horizon: a duplicate
+    broker, offline = Broker(), OfflineIngest()
+    expected = [outcome.reading.model_dump_json().encode() for outcome in map(offline.feed, feed)
+                if isinstance(outcome, Emitted)]
+    stage = stage_with(broker)
+    p = partition_of("hh-000007")
+    messages = [Message(TOPICS.raw, p, offset, None, b"hh-000007", value) for offset, value in enumerate(feed)]
+
+    async def main():
+        for first in range(0, len(messages), 7):  # batches of 7
+            await stage.run(messages[first:first + 7])
+
+    asyncio.run(main())
+    assert [value for _, value, _ in broker.on(TOPICS.validated)] == expected
+    assert len(broker.on(TOPICS.deadletter)) == 1
+
+
+def test_a_message_read_again_after_a_restore_is_skipped_not_judged_again():
+    broker, metrics = Broker(), IngestMetrics()
+    stage = stage_with(broker, metrics)
+    messages = [direct("hh-000009", i, offset=i) for i in range(6)]
+    asyncio.run(stage.run(messages))
+    changelog = [(key, value) for key, value, _ in broker.on(TOPICS.changelog)]
+
+    again, again_broker = None, Broker()
+    again = stage_with(again_broker, metrics)
+    again.restore(partition_of("hh-000009"), changelog)  # a new worker: the state from the changelog
+    asyncio.run(again.run(messages[3:] + [direct("hh-000009", 6, offset=6)]))
+    assert len(again_broker.on(TOPICS.validated)) == 1  # only the new reading
+    assert metrics.raw_redelivered._value.get() == 3
+
+
+def test_a_restore_keeps_the_state_that_has_read_furthest_not_the_last_written():
+    broker = Broker()
+    stage = stage_with(broker)
+    key = changelog_key("hh-000001/water")
+    ahead = orjson.dumps({"n": 2000, "t": [], "r": None, "rt": None, "do": {"1": 90}})
+    behind = orjson.dumps({"n": 1000, "t": [], "r": None, "rt": None, "do": {"1": 40}})  # a resumed old worker's
+    other = changelog_key("hh-000002/water")
+    stage.restore(1, [(key, ahead), (key, behind), (other, behind), (other, None)])  # a tombstone removes
+    assert set(stage.series[1]) == {"hh-000001/water"}
+    assert stage.series[1]["hh-000001/water"].direct_offsets == {1: 90}
+    assert AgentMetrics.of(stage.metrics.registry).stale_records.labels(table="ingest-series-state")._value.get() == 1
+
+
+def test_a_raw_partition_held_without_its_series_partition_is_re_keyed_not_applied():
+    broker = Broker()
+    stage = stage_with(broker)
+    message = direct("hh-000004", 0, offset=0)
+    stage.drop([message.partition])
+    asyncio.run(stage.run([message]))
+    assert len(broker.on(TOPICS.by_household)) == 1 and broker.on(TOPICS.validated) == []
