@@ -1,8 +1,9 @@
 """The Faust application: built once from :class:`Settings` at the entry point.
 
-    readings.raw ──ingest-validate──▶ readings.by-household ──ingest-normalize──▶ readings.validated ──detect──▶ anomalies
-          │                                      │            (table ingest-series-state)       (table detect-household-state)
-          └──────────────▶ readings.deadletter ◀─┘                                                 ▲ tickets.feedback
+    readings.raw ──ingest-validate──▶ readings.by-household ──ingest-normalize──▶ readings.validated, and ──detect──▶ anomalies
+          │                                      │            (state ingest-series-state)        (state detect-household-state)
+          └──────────────▶ readings.deadletter ◀─┘           one loop on its own consumer group (readings_loop.py)
+                                                              with tickets.feedback.ack and households.roster for detect
     anomalies ──ticket-warnings──▶ tickets.warning ─┐
     tickets.dispatch / .handle / .feedback ─────────┼─tickets─▶ tickets.<step>.ack ──notify──▶ webhook
     households.roster / households.away ────────────┘  (table tickets-households; timer ticket-deadlines)
@@ -93,24 +94,26 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     t = _declare_topics(app, settings)
     metrics = IngestMetrics()
 
+    from detectors.offline import load_household_timezones
+    from streams.detect import DetectStage, monitor_config
     from streams.enrolment import start_enrolment_reader
     from streams.http_ingest import register_http_ingest
-    from streams.ingest_loop import start_ingest_loop
-
-    enrolment_reader = start_enrolment_reader(app, settings, metrics)  # every worker: all meter enrolments
-    # ingest runs on aiokafka's own consumer group, not as a faust agent (streams/ingest_loop.py says why)
-    ingest = start_ingest_loop(app, t, metrics, settings, clock=clock, enrolment_reader=enrolment_reader)
-    register_http_ingest(app, t, enrolment_reader, metrics, settings, clock=clock)  # POST /api/v1/readings
-
-    from detectors.offline import load_household_timezones
-    from streams.detect import monitor_config, register_detect_agent
-    from streams.tables import detect_state_table
+    from streams.readings_loop import start_readings_loop
 
     detect_metrics = DetectMetrics(metrics.registry)  # one registry: one /metrics page
     timezones = load_household_timezones(settings.households_file) if settings.households_file else {}
-    register_detect_agent(app, t, detect_state_table(app, settings), detect_metrics, settings, timezones=timezones,
-                          clock=clock, config=monitor_config(settings), cache_size=settings.detect_cache_size,
-                          migrate_pickled_state=settings.migrate_pickled_state)
+    config = monitor_config(settings)
+
+    def detect_stage(send, topics) -> DetectStage:
+        return DetectStage(topics, send, detect_metrics, settings, timezones=timezones, clock=clock, config=config,
+                           cache_size=settings.detect_cache_size,
+                           migrate_pickled_state=settings.migrate_pickled_state)
+
+    enrolment_reader = start_enrolment_reader(app, settings, metrics)  # every worker: all meter enrolments
+    # Ingest and detect run on aiokafka's own consumer group, not as faust agents (streams/readings_loop.py says why)
+    readings = start_readings_loop(app, t, metrics, settings, clock=clock, enrolment_reader=enrolment_reader,
+                                   detect_factory=detect_stage)
+    register_http_ingest(app, t, enrolment_reader, metrics, settings, clock=clock)  # POST /api/v1/readings
 
     from streams.tables import ticket_desks_table
     from streams.tickets import register_ticket_agents
@@ -129,13 +132,13 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     from streams.readiness import Readiness
     from streams.tables import TICKET_DESKS
 
-    readiness = Readiness(app, ReadinessMetrics(metrics.registry), table_name=TICKET_DESKS, ingest=ingest)
+    readiness = Readiness(app, ReadinessMetrics(metrics.registry), table_name=TICKET_DESKS, readings=readings)
     readiness.watch_agents()
     desks.recovered = readiness.recovered  # the ticket indexes are rebuilt only from a recovered table
 
     from streams.metrics import ConsumerLagMetrics
 
-    consumer_lag = ConsumerLagMetrics.of_app(app, metrics.registry, extra=ingest)  # the agents' topics and ingest's
+    consumer_lag = ConsumerLagMetrics.of_app(app, metrics.registry, extra=readings)  # the agents' topics and the loop's
 
     @app.page("/metrics")
     async def metrics_page(web, request):
@@ -158,14 +161,14 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
     from streams.staff_api import register_staff_api
 
     # the detect stage's stored monitors (registered above) give a ticket's recent usage
-    staff_api = register_staff_api(app, desks, settings, recent_usage=app.elderwatch_detect_states.recent_usage,
+    staff_api = register_staff_api(app, desks, settings, recent_usage=readings.recent_usage,
                                    readiness=readiness)
     app.elderwatch_staff_api = staff_api  # the console calls the same handlers
     from elderwatch.console import register_console
 
     app.elderwatch_console = register_console(app, staff_api, settings)  # the staff console at /, over staff_api
 
-    app.elderwatch_ingest = ingest
+    app.elderwatch_readings = readings
     app.elderwatch_metrics = metrics  # for tests and the demo running in-process
     app.elderwatch_detect_metrics = detect_metrics
     app.elderwatch_topics = t

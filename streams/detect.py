@@ -1,15 +1,18 @@
-"""The detect stage: ``readings.validated`` -> per-household detectors -> ``anomalies``.
+"""The detect stage: validated readings -> per-household detectors -> ``anomalies``.
 
 One :class:`~detectors.monitor.HouseholdMonitor` per household, the same code ``elderwatch
 detect`` runs over a file (``detectors/offline.py``), fed each household's readings in the order
-they reached their partition of ``readings.validated``. Its state lives in the changelog-backed
-table ``detect-household-state`` (co-partitioned with readings.validated), rewritten after every
-reading, so a worker that takes over a partition continues exactly where the last one stopped.
+ingest emitted them. Its state lives in the changelog ``detect-household-state`` (co-partitioned with
+readings.validated), rewritten after every batch that changed it, so a worker that takes over a partition
+continues exactly where the last one stopped.
 
-Readings come in batches (``take_events``, :mod:`streams.batches`), and per batch, in this order:
+:class:`DetectStage` has no consumer: ingest hands it the readings it emitted in the same batch, once
+readings.validated has acknowledged them (their offsets there are the state's redelivery marks), and the
+readings loop's consumer group gives it outcomes and roster entries (:mod:`streams.readings_loop`). Per batch,
+in this order:
 
-1. parse each reading; a message that is not a ValidatedReading keyed by its household is dead-lettered
-   (ingest wrote it, so this should not happen; it is counted, never a crash);
+1. (a message read from readings.validated, :meth:`DetectStage.handle`: one that is not a ValidatedReading keyed
+   by its household is dead-lettered, counted, never a crash);
 2. load each household's state once (:meth:`HouseholdStates.apply` opens it). The state record holds
    the offset of the last readings.validated message it includes: a message at or below it is a
    redelivery after a restart (its warnings were sent before its state was written, step 4 before 5)
@@ -20,8 +23,7 @@ Readings come in batches (``take_events``, :mod:`streams.batches`), and per batc
 4. warnings to ``anomalies`` (key household_id, value ``AnomalyWarning`` JSON), and a
    ``condition_cleared`` command on ``tickets.warning`` for each episode that ended, all acknowledged by
    the broker before step 5;
-5. each household's new state record, dumped once for the batch, reassigned in the table (which writes
-   the changelog).
+5. each household's new state record, dumped once for the batch, written to the changelog and acknowledged.
 
 A crash between 4 and 5 re-sends that batch's warnings after restart (at least once; the
 ``warning_id`` is the idempotency key downstream). The other way round would lose them. The warnings
@@ -36,7 +38,7 @@ cached monitor ahead of the table.
 The table is still written for every batch that changed a household: the changelog is what makes a
 restart safe.
 
-Feedback (issue 4) reaches the same agent as what the ticket stage *applied*: acks on
+Feedback (issue 4) reaches the same stage as what the ticket stage *applied*: acks on
 ``tickets.feedback.ack`` by ``tickets``, result ``applied``, for a ``feedback`` command, with the ticket's
 outcome. A command the ticket stage rejected (a second staff member's outcome for a ticket that already has
 one, a feedback without an outcome) or found a duplicate never reaches detection; the agent's own acks
@@ -55,13 +57,12 @@ by the zones' difference for a wrong zone corrected, until the detectors have re
 zone of a household's first monitor when the roster has not named one yet.
 
 Outcomes and roster entries are rare and handled one at a time: the batch's readings before them are stored
-first. Every message goes through the guard (:mod:`streams.guard`): one the agent raises on is dead-lettered
-``processing_error`` and the agent goes on.
+first. Each goes through the guard (:mod:`streams.guard`): one the stage raises on is dead-lettered
+``processing_error`` and the stage goes on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import struct
@@ -70,7 +71,6 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import faust
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
@@ -87,10 +87,8 @@ from schemas.households import Household
 from schemas.readings import ValidatedReading
 from schemas.tickets import AckResult, TicketAck, TicketCommand
 from schemas.tickets import Step as TicketStep
-from streams.batches import BATCH_SIZE, BATCH_WITHIN_S, delivered, in_hand
-from streams.guard import AgentGuard, DeadLetters, Source, raw_bytes
-from streams.partition_counts import PartitionCounts
-from streams.recovery import newest_wins
+from streams.batches import delivered
+from streams.guard import AgentGuard, DeadLetters, Source
 from streams.ingest.parse import Rejection, _describe, _reason_for
 from streams.metrics import AgentMetrics, DetectMetrics
 
@@ -257,16 +255,6 @@ class Step:
     monitor: HouseholdMonitor
     record: bytes
     cleared: tuple[tuple[str, str], ...] = ()  # episodes that ended: (kind, the warning_id that opened them)
-
-
-class _Batch:
-    """One batch of the detect agent: the households opened, the sends to wait for, each one's last event."""
-
-    def __init__(self) -> None:
-        self.opened: dict[str, OpenState] = {}
-        self.sent: list = []
-        self.last_event: dict[str, object] = {}
-        self.event = None  # the event in hand
 
 
 @dataclass(slots=True)
@@ -499,112 +487,189 @@ def monitor_config(settings: Settings) -> MonitorConfig | None:
     return MonitorConfig.from_detection(DetectionConfig.load(settings.detection_config))
 
 
-def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metrics: DetectMetrics,
-                          settings: Settings, *, timezones: Mapping[str, str], clock: Callable[[], datetime],
-                          cache_size: int = DEFAULT_CACHE_SIZE, config: MonitorConfig | None = None,
-                          migrate_pickled_state: bool = False) -> None:
-    # A pickled state record (before state format 1) is not unpickled unless the operator asks: detectors/state.py
-    monitor_loads = functools.partial(HouseholdMonitor.loads, migrate_pickled=migrate_pickled_state)
-    states = HouseholdStates(state_table, timezones, settings.default_timezone, cache_size=cache_size,
-                             metrics=metrics, config=config, monitor_loads=monitor_loads)
-    agent_metrics = AgentMetrics.of(metrics.registry)
-    if hasattr(state_table, "apply_changelog_batch"):  # a faust table (tests may pass a dict)
-        newest_wins(state_table, record_offset, agent_metrics.stale_records.labels(table=state_table.name).inc)
+class ChangelogTable(MutableMapping):
+    """The detect states this worker holds: a dict of household id (bytes) -> state record, whose writes are kept
+    for the stage to send to the changelog (:meth:`take_writes`) in the record's partition, the partition of its
+    household on the co-partitioned topics (faust's table did the same)."""
 
-    warm_pending = [True]  # the cache is empty: at start, and after every revocation
+    def __init__(self, partitions: int = 1, partitioner=None) -> None:
+        self.partitions, self.partitioner = partitions, partitioner or DefaultPartitioner()
+        self.data: dict[bytes, bytes] = {}
+        self._writes: dict[bytes, bytes] = {}
 
-    @app.on_partitions_revoked.connect
-    async def forget_live_monitors(sender, revoked, **kwargs) -> None:
-        # Not needed for correctness (a cached monitor is only used with the record it wrote),
-        # but households that moved to another worker should not hold memory here.
-        states.cache.clear()
-        metrics.cached_monitors.set(0)
-        warm_pending[0] = True
+    def partition_of(self, key: bytes) -> int:
+        every = range(self.partitions)
+        return self.partitioner(key, every, every)
 
-    partition_of = app.conf.producer_partitioner or DefaultPartitioner()
-    validated_count = PartitionCounts(settings.kafka_bootstrap_servers, topics.validated.get_topic_name())
+    def __getitem__(self, key: bytes) -> bytes:
+        return self.data[key]
 
-    @app.task
-    async def warm_monitor_cache() -> None:
-        """Once this assignment's tables are recovered, load the monitors of the households it holds into the cache,
-        one at a time between the agents' work, so their first readings after a start or a rebalance do not each
-        load a state (~0.5 ms of a 60-day household). Stops at a revocation and starts again after it."""
-        while not app.should_stop:
-            await asyncio.sleep(1.0)
-            if not warm_pending[0] or not getattr(app.tables.recovery, "recovered", False):
+    def get(self, key, default=None):
+        return self.data.get(key, default)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.data[key] = value
+        self._writes[key] = value  # the last of a batch is the one written
+
+    def __delitem__(self, key: bytes) -> None:
+        del self.data[key]
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def take_writes(self) -> list[tuple[bytes, bytes, int]]:
+        """``(key, record, partition)`` written since the last call."""
+        writes = [(key, value, self.partition_of(key)) for key, value in self._writes.items()]
+        self._writes.clear()
+        return writes
+
+    def restore(self, records, skipped: Callable[[], None] | None = None) -> None:
+        """Changelog records ``(key, value)`` of a partition, in log order: per key the one that has read furthest
+        (:func:`record_offset`), not the last written (``streams/recovery.py`` ``newest_wins`` says why)."""
+        for key, value in records:
+            if key is None:
                 continue
-            warm_pending[0] = False
-            partitions = (await validated_count.get())[validated_name]
-            actives = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == validated_name}
-            if not partitions or not actives:
-                continue  # nothing held (or no such topic): until the next assignment
-            every, warmed, started = range(partitions), 0, time.monotonic()
-            for key in list(state_table.keys()):  # standby partitions' keys too: only the active ones are warmed
-                if warm_pending[0] or not states.cache.has_room():
-                    break
-                if isinstance(key, bytes) and partition_of(key, every, every) in actives:
-                    try:
-                        warmed += states.warm(key.decode())
-                    except Exception as exc:  # only ahead of time: the household's next reading loads it (or fails)
-                        log.warning("could not load a monitor into the cache: %s", type(exc).__name__)
-                    await asyncio.sleep(0)  # the agents' messages go first
-            metrics.cached_monitors.set(len(states.cache))
-            log.info("loaded %d household monitors into the cache in %.1f s", warmed, time.monotonic() - started)
+            if value is None:
+                self.data.pop(key, None)
+                continue
+            held = self.data.get(key)
+            at, furthest = record_offset(value), (None if held is None else record_offset(held))
+            if at is not None and furthest is not None and at < furthest:
+                if skipped is not None:
+                    skipped()
+                continue
+            self.data[key] = value
 
-    feedback_topic = topics.ticket_steps[TicketStep.FEEDBACK]
-    feedback_acks = topics.ticket_acks[TicketStep.FEEDBACK]
-    validated_name, acks_name = topics.validated.get_topic_name(), feedback_acks.get_topic_name()
-    roster_name = topics.roster.get_topic_name()
-    # One agent for readings, outcomes and the roster: all change the household's monitor, and one agent
-    # applies them one at a time (two would race between loading and storing the state).
-    inputs = app.topic(validated_name, acks_name, roster_name, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw")
-    dead_letters = DeadLetters(topics.deadletter, clock,
-                               lambda reason: metrics.dead_lettered.labels(reason=reason.value).inc())
-    unreadable_acks = DeadLetters(topics.deadletter, clock,
-                                  lambda reason: agent_metrics.unreadable.labels(agent="detect").inc())
+    def drop(self, partitions: set[int]) -> None:
+        for key in [key for key in self.data if self.partition_of(key) in partitions]:
+            del self.data[key]
 
-    def processing_error(source: Source) -> None:
-        if source.topic == validated_name:  # received = processed + redelivered + dead_lettered + failed
-            metrics.dead_lettered.labels(reason=RejectReason.PROCESSING_ERROR.value).inc()
 
-    # The guard's dead letters are not counted by reason: processing_error (above) keeps the books once, and only
-    # for readings (an outcome or a roster entry is not a term of the detect identity).
-    guard = AgentGuard("detect", "detect", DeadLetters(topics.deadletter, clock), agent_metrics,
-                       on_error=processing_error)
+@dataclass(frozen=True, slots=True)
+class DetectTopics:
+    validated: str
+    anomalies: str
+    warning_commands: str  # tickets.warning: condition_cleared
+    feedback: str  # tickets.feedback: detection's close
+    feedback_acks: str
+    roster: str
+    deadletter: str
+    changelog: str
 
-    async def learn_from(value: bytes | None, key: bytes | None, source: Source) -> None:
+
+class DetectStage:
+    """The detect stage over its inputs, with no consumer of its own: readings come from ingest in the same batch
+    (:mod:`streams.readings_loop`), and outcomes and roster entries from the same consumer group.
+
+    ``send(topic, key, value, partition)`` is the loop's producer (awaiting it returns the future of the broker's
+    acknowledgement). :meth:`apply` applies readings of a batch, :meth:`store` writes what they changed; outcomes
+    and roster entries (:meth:`learn_from`, :meth:`follow_roster`) are handled one at a time, after the batch so
+    far is stored."""
+
+    def __init__(self, topics: DetectTopics, send, metrics: DetectMetrics, settings: Settings, *,
+                 timezones: Mapping[str, str], clock: Callable[[], datetime], table: ChangelogTable | None = None,
+                 cache_size: int = DEFAULT_CACHE_SIZE, config: MonitorConfig | None = None,
+                 migrate_pickled_state: bool = False) -> None:
+        self.topics, self.send, self.metrics, self.clock = topics, send, metrics, clock
+        self.table = table if table is not None else ChangelogTable(settings.partitions)
+        # A pickled state record (before state format 1) is not unpickled unless the operator asks: detectors/state.py
+        monitor_loads = functools.partial(HouseholdMonitor.loads, migrate_pickled=migrate_pickled_state)
+        self.states = HouseholdStates(self.table, timezones, settings.default_timezone, cache_size=cache_size,
+                                      metrics=metrics, config=config, monitor_loads=monitor_loads)
+        self.agent_metrics = AgentMetrics.of(metrics.registry)
+        deadletter = _OutTopic(topics.deadletter, send)
+        self.dead_letters = DeadLetters(deadletter, clock,
+                                        lambda reason: metrics.dead_lettered.labels(reason=reason.value).inc())
+        self.unreadable_acks = DeadLetters(deadletter, clock,
+                                           lambda reason: self.agent_metrics.unreadable.labels(agent="detect").inc())
+        # The guard's dead letters are not counted by reason: an outcome or a roster entry is not a term of the
+        # detect identity.
+        self.guard = AgentGuard("detect", "detect", DeadLetters(deadletter, clock), self.agent_metrics)
+        self.opened: dict[str, OpenState] = {}
+        self.sent: list = []
+
+    # -- readings -------------------------------------------------------------------------------
+    async def apply(self, reading: ValidatedReading, offset: int) -> None:
+        """One reading (``offset``: where it was written on readings.validated) to its household's monitor; its
+        warnings and cleared episodes sent (acknowledged by :meth:`store`)."""
+        self.metrics.received.inc()
+        try:
+            applied = self.states.apply(self.opened, reading, offset)
+        except Exception as exc:  # a detector bug must not stop every household's detection
+            self.metrics.failed.inc()
+            # The household and the exception type only: its message may quote a person's readings.
+            log.error("detector failed on a reading at %s@%d: %s", self.topics.validated, offset, type(exc).__name__)
+            return
+        if applied is None:
+            self.metrics.redelivered.inc()
+            return
+        warnings, cleared_episodes = applied
+        key = reading.household_id.encode()
+        for warning in warnings:
+            self.sent.append(await self.send(self.topics.anomalies, key, warning.model_dump_json().encode(), None))
+            self.metrics.warnings.labels(kind=warning.kind.value).inc()
+        for kind, warning_id in cleared_episodes:  # the ticket loop decides what a cleared episode means
+            cleared = Event(kind=EventKind.CONDITION_CLEARED, idempotency_key=f"cleared:{warning_id}",
+                            actor="system", at=self.clock())
+            command = TicketCommand(step=TicketStep.WARNING, ticket_id=warning_id, household_id=reading.household_id,
+                                    ticket_kind=kind, event=cleared)
+            self.sent.append(await self.send(self.topics.warning_commands, key, command.model_dump_json().encode(),
+                                             None))
+            self.metrics.cleared.inc()
+        self.metrics.processed.inc()
+
+    async def store(self) -> None:
+        """What the batch's readings raised is acknowledged by the broker, then each household's state is written
+        once and acknowledged: a crash in between repeats the readings (the state's offset is from before them)."""
+        await delivered(self.sent)
+        self.sent.clear()
+        for step in self.states.steps(self.opened):
+            self.states.store(step)
+        await self.write_states()
+
+    async def write_states(self) -> None:
+        written = [await self.send(self.topics.changelog, key, record, partition)
+                   for key, record, partition in self.table.take_writes()]
+        await delivered(written)
+
+    # -- outcomes and the roster ------------------------------------------------------------------
+    async def learn_from(self, value: bytes | None, key: bytes | None, source: Source) -> None:
         """An applied outcome on tickets.feedback.ack -> the monitor's sensitivity; ack (by: detect); close."""
         ack = parse_feedback_ack(value, key)
         if isinstance(ack, Rejection):  # the ticket stage writes this topic: something else did
-            metrics.feedback.labels(result="unreadable").inc()
-            return await unreadable_acks.send(value, key, ack.reason, ack.detail, stage="detect", source=source,
-                                              household_id=ack.household_id)
+            self.metrics.feedback.labels(result="unreadable").inc()
+            return await self.unreadable_acks.send(value, key, ack.reason, ack.detail, stage="detect", source=source,
+                                                   household_id=ack.household_id)
         if not applied_outcome(ack):
             return  # our own acks, close acks, rejected or duplicate outcomes: not for detection
         command = ack.command
-        effect, step = states.feedback(ack)
-        states.store(step)  # before the ack: a redelivery after a crash finds the key and acks again
+        effect, step = self.states.feedback(ack)
+        self.states.store(step)
+        await self.write_states()  # before the ack: a redelivery after a crash finds the key and acks again
         result = AckResult.DUPLICATE if effect.duplicate else AckResult.APPLIED
-        now = clock()
+        now = self.clock()
         reply = TicketAck(step=TicketStep.FEEDBACK, by="detect", ticket_id=command.ticket_id,
                           household_id=command.household_id, idempotency_key=command.event.idempotency_key,
                           command=command, result=result, reason=effect.reason, detection=effect.as_dict(), at=now)
-        await feedback_acks.send(key=key, value=reply.model_dump_json().encode())
+        sent = [await self.send(self.topics.feedback_acks, key, reply.model_dump_json().encode(), None)]
         # Detection has learned from it: the loop is closed (idempotent: one close per ticket).
         learned = f"detection: {effect.reason}" + ("; proposes away mode for this household"
                                                     if effect.proposal == "away_mode" else "")
         close = Event(kind=EventKind.CLOSE, idempotency_key=f"close:{command.ticket_id}", actor="system", at=now,
                       notes=learned)
-        await feedback_topic.send(key=key, value=TicketCommand(
+        sent.append(await self.send(self.topics.feedback, key, TicketCommand(
             step=TicketStep.FEEDBACK, ticket_id=command.ticket_id, household_id=command.household_id,
-            ticket_kind=command.ticket_kind, event=close).model_dump_json().encode())
-        metrics.feedback.labels(result=result.value).inc()
+            ticket_kind=command.ticket_kind, event=close).model_dump_json().encode(), None))
+        await delivered(sent)
+        self.metrics.feedback.labels(result=result.value).inc()
         if effect.sensitivity_after != effect.sensitivity_before:
-            metrics.sensitivity_changes.labels(direction="down" if effect.sensitivity_after < effect.sensitivity_before
-                                               else "up").inc()
+            self.metrics.sensitivity_changes.labels(direction="down" if effect.sensitivity_after < effect.sensitivity_before
+                                                    else "up").inc()
 
-    async def follow_roster(value: bytes | None, key: bytes | None, source: Source) -> None:
+    async def follow_roster(self, value: bytes | None, key: bytes | None, source: Source) -> None:
         """A household's roster entry: its time zone reaches its monitor."""
         try:
             household = Household.model_validate_json(value or b"")
@@ -612,90 +677,46 @@ def register_detect_agent(app: faust.App, topics, state_table: faust.Table, metr
             return  # the ticket stage reads this topic too and dead-letters it: once is enough
         if key != household.household_id.encode():
             return  # likewise
-        step = states.set_timezone(household.household_id, household.timezone)
+        step = self.states.set_timezone(household.household_id, household.timezone)
         if step is not None:
-            states.store(step)
+            self.states.store(step)
+            await self.write_states()
 
-    async def detect_reading(value: bytes | None, key: bytes | None, source: Source, batch: "_Batch") -> None:
-        metrics.received.inc()
+    async def handle_other(self, value: bytes | None, key: bytes | None, source: Source) -> None:
+        """An outcome or a roster entry (guarded): it reads and writes the household's state at once, so the batch
+        so far is stored first."""
+        handler = {self.topics.feedback_acks: self.learn_from, self.topics.roster: self.follow_roster}[source.topic]
+        await self.store()
+        await self.guard.handle(source, value, key, handler)
+
+    async def handle(self, value: bytes | None, key: bytes | None, source: Source) -> None:
+        """One message of readings.validated, tickets.feedback.ack or households.roster as a batch of its own
+        (tests, and a reading written to readings.validated by hand)."""
+        if source.topic != self.topics.validated:
+            return await self.handle_other(value, key, source)
         reading = parse_validated(value, key)
         if isinstance(reading, Rejection):
-            return batch.sent.append(await dead_letters.send(value, key, reading.reason, reading.detail, stage="detect",
-                                                             source=source, household_id=reading.household_id))
-        try:
-            applied = states.apply(batch.opened, reading, source.offset)
-        except Exception as exc:  # a detector bug must not stop every household's detection
-            metrics.failed.inc()
-            # Coordinates and the exception type only: its message may quote a person's readings.
-            log.error("detector failed on %s: %s", source, type(exc).__name__)
-            return
-        if applied is None:
-            metrics.redelivered.inc()
-            return
-        warnings, cleared_episodes = applied
-        batch.last_event[reading.household_id] = batch.event  # its changelog partition is the event's
-        try:
-            await send_outputs(reading, warnings, cleared_episodes, batch)
-        except Exception:  # the guard dead-letters the reading: its state must not say it was applied
-            states.undo_last(batch.opened, reading.household_id)
-            raise
-        metrics.processed.inc()
+            self.metrics.received.inc()
+            sent = await self.dead_letters.send(value, key, reading.reason, reading.detail, stage="detect",
+                                                source=source, household_id=reading.household_id)
+            return await delivered([sent])
+        await self.apply(reading, source.offset)
+        await self.store()
 
-    async def send_outputs(reading: ValidatedReading, warnings: list[AnomalyWarning],
-                           cleared_episodes: tuple[tuple[str, str], ...], batch: "_Batch") -> None:
-        key = reading.household_id.encode()
-        for warning in warnings:
-            batch.sent.append(await topics.anomalies.send(key=key, value=warning.model_dump_json().encode()))
-            metrics.warnings.labels(kind=warning.kind.value).inc()
-        for kind, warning_id in cleared_episodes:  # the ticket loop decides what a cleared episode means
-            cleared = Event(kind=EventKind.CONDITION_CLEARED, idempotency_key=f"cleared:{warning_id}",
-                            actor="system", at=clock())
-            command = TicketCommand(step=TicketStep.WARNING, ticket_id=warning_id, household_id=reading.household_id,
-                                    ticket_kind=kind, event=cleared)
-            batch.sent.append(await topics.ticket_steps[TicketStep.WARNING].send(
-                key=key, value=command.model_dump_json().encode()))
-            metrics.cleared.inc()
-
-    async def store_batch(batch: "_Batch") -> None:
-        """What the batch's readings raised is acknowledged by the broker, then each household's state is
-        written once: a crash in between repeats the readings (the state's offset is from before them)."""
-        await delivered(batch.sent)
-        batch.sent.clear()
-        for step in states.steps(batch.opened):
-            with in_hand(batch.last_event.get(step.household_id)):
-                states.store(step)
-        batch.last_event.clear()
-
-    handler_of_topic = {acks_name: learn_from, roster_name: follow_roster}
-
-    async def handle_in(batch: "_Batch", value: bytes | None, key: bytes | None, source: Source) -> None:
-        if source.topic == validated_name:
-            return await detect_reading(value, key, source, batch)
-        # An outcome or a roster entry reads and writes the household's state at once: the batch so far first.
-        await store_batch(batch)
-        await handler_of_topic[source.topic](value, key, source)
-
-    async def handle(value: bytes | None, key: bytes | None, source: Source) -> None:
-        """One message as a batch of its own (for tests; the agent runs :func:`handle_in` over batches)."""
-        batch = _Batch()
-        await handle_in(batch, value, key, source)
-        await store_batch(batch)
-
-    @app.agent(inputs, name="detect")
-    async def detect(stream):
-        async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
-            batch = _Batch()
-            for event in events:
-                batch.event = event
-                with in_hand(event):  # an outcome or a roster entry writes the table while it is handled
-                    await guard.handle(event.message, raw_bytes(event.value), raw_bytes(event.key),
-                                       lambda value, key, source: handle_in(batch, value, key, source))
-            await store_batch(batch)
-
-    app.elderwatch_detect_agent = detect
-    app.elderwatch_detect_handle = handle  # one message by (value, key, Source), as the agent does: for tests
-    app.elderwatch_detect_states = states
+    def forget_live_monitors(self) -> None:
+        """Partitions moved: households that moved to another worker should not hold memory here."""
+        self.states.cache.clear()
+        self.metrics.cached_monitors.set(0)
 
 
-__all__ = ["DEFAULT_CACHE_SIZE", "HouseholdStates", "MonitorCache", "Step", "applied_outcome", "decode_state",
-           "encode_state", "monitor_config", "parse_feedback_ack", "parse_validated", "register_detect_agent"]
+class _OutTopic:
+    def __init__(self, name: str, send) -> None:
+        self.name, self._send = name, send
+
+    async def send(self, *, key: bytes | None, value: bytes):
+        return await self._send(self.name, key, value, None)
+
+
+__all__ = ["DEFAULT_CACHE_SIZE", "ChangelogTable", "DetectStage", "DetectTopics", "HouseholdStates", "MonitorCache",
+           "Step", "applied_outcome", "decode_state", "encode_state", "monitor_config", "parse_feedback_ack",
+           "parse_validated"]

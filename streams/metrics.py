@@ -140,7 +140,8 @@ class DetectMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.received = Counter("elderwatch_detect_received", "Messages read from readings.validated.", registry=r)
+        self.received = Counter("elderwatch_detect_received", "Readings ingest handed to detection (emitted to "
+                                "readings.validated in the same batch).", registry=r)
         self.processed = Counter("elderwatch_detect_processed", "Readings given to their household's monitor.", registry=r)
         self.unreadable_states = Counter("elderwatch_detect_unreadable_states", "Stored household states that could "
                                          "not be read (damaged, an unknown version, a pickle without "
@@ -149,14 +150,15 @@ class DetectMetrics:
                                    "Readings already in the household's state (a redelivery after a restart): skipped.",
                                    registry=r)
         self.dead_lettered = Counter("elderwatch_detect_dead_lettered",
-                                     "Messages on readings.validated that are not a validated reading.", ["reason"], registry=r)
+                                     "Messages given to detection as readings that are not a validated reading (a "
+                                     "message of readings.validated handled by hand; ingest's are always readings).", ["reason"], registry=r)
         self.failed = Counter("elderwatch_detect_failed",
                               "Readings on which a detector raised (state left as before the reading).", registry=r)
         self.warnings = Counter("elderwatch_detect_warnings", "Warnings written to anomalies.", ["kind"], registry=r)
         self.state_bytes = Histogram("elderwatch_detect_state_bytes",
                                      "Size of a household's state record (table value and changelog record).",
                                      buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576), registry=r)
-        self.seconds = Histogram("elderwatch_detect_seconds", "Time per reading of each step of the detect agent.",
+        self.seconds = Histogram("elderwatch_detect_seconds", "Time per reading of each step of the detect stage.",
                                  ["phase"], buckets=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0),
                                  registry=r)
         self.cleared = Counter("elderwatch_detect_episodes_cleared",

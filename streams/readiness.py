@@ -4,7 +4,7 @@
 
 1. the table recovery of the current assignment has ended (:attr:`streams.recovery.SeekFirstRecovery.recovered`:
    cleared when a rebalance starts, set once the stream partitions are handed back to the agents), and
-2. the ingest stage (:mod:`streams.ingest_loop`, not an agent) runs and has its partitions' series states, and
+2. ingest and detect (:mod:`streams.readings_loop`, not agents) run and hold their partitions' states, and
 3. every agent has a running actor. An actor that raised is counted once in
    ``elderwatch_agent_crashes_total{agent}`` (faust calls the agent's error handler, installed by
    :meth:`Readiness.watch_agents`) and its agent counts as down until faust's supervisor has started a
@@ -40,7 +40,7 @@ FORWARDED_LIST = ("several workers: a forwarded list is not gathered again (it n
                   "worker that receives it)")
 ASSIGNMENT_CHANGING = "several workers: the partition assignment is changing (rebalancing)"
 NO_OWNER = "several workers: the household's partition has no worker now (rebalancing)"
-INGEST_RECOVERING = "recovering: ingest has not joined its consumer group or restored its series states yet"
+INGEST_RECOVERING = "recovering: ingest and detect have not joined their consumer group or restored their states yet"
 
 
 class Unavailable(Exception):
@@ -73,9 +73,9 @@ def live_actors(agent) -> int:
 class Readiness:
     """The worker's readiness and its view of which worker holds a household (see the module docstring)."""
 
-    def __init__(self, app, metrics, *, table_name: str, ingest=None) -> None:
-        """``ingest``: the :class:`streams.ingest_loop.IngestLoop` (its ``recovered``), if this worker runs one."""
-        self.app, self.metrics, self.table_name, self.ingest = app, metrics, table_name, ingest
+    def __init__(self, app, metrics, *, table_name: str, readings=None) -> None:
+        """``readings``: the :class:`streams.readings_loop.ReadingsLoop` (its ``recovered``), if this worker runs one."""
+        self.app, self.metrics, self.table_name, self.readings = app, metrics, table_name, readings
 
     # -- readiness -------------------------------------------------------------------------------
     def recovered(self) -> bool:
@@ -90,7 +90,7 @@ class Readiness:
         reasons = []
         if not self.recovered():
             reasons.append(RECOVERING)
-        if self.ingest is not None and not self.ingest.recovered:
+        if self.readings is not None and not self.readings.recovered:
             reasons.append(INGEST_RECOVERING)
         down = self.down_agents()
         if down:

@@ -12,23 +12,17 @@ from elderwatch.settings import Settings
 #: (bench/results/recovery.md). An hour bounds it to the compacted state plus about an hour of writes.
 CHANGELOG_CONFIG = {"cleanup.policy": "compact", "segment.ms": str(60 * 60 * 1000)}
 
-#: Not a faust table: the ingest stage (streams/ingest_loop.py) keeps its series states itself, on a changelog of
+#: Not a faust table: the ingest stage (streams/readings_loop.py) keeps its series states itself, on a changelog of
 #: this name and faust's record format (key: the JSON text of "household_id/meter", value: SeriesState.to_json's JSON),
 #: co-partitioned with readings.by-household.
 SERIES_STATE = "ingest-series-state"
 
 
+#: Not a faust table either: the detect stage (streams/detect.py DetectStage, run by streams/readings_loop.py) keeps
+#: its household states itself, on a changelog of this name and faust's record format: key the household id (UTF-8
+#: bytes), value :func:`streams.detect.encode_state` (the offset of the last readings.validated message applied,
+#: then :meth:`HouseholdMonitor.dumps`), co-partitioned with readings.validated.
 DETECT_STATE = "detect-household-state"
-
-
-def detect_state_table(app: faust.App, settings: Settings) -> faust.Table:
-    """``household_id`` (UTF-8 bytes) -> state record bytes (``streams.detect.encode_state``: the offset
-    of the last readings.validated message applied, then :meth:`HouseholdMonitor.dumps`),
-    co-partitioned with readings.validated. Bytes types make Faust use its raw codec, so a
-    changelog record's key is the household id exactly as on readings.validated."""
-    return app.Table(DETECT_STATE, default=None, partitions=settings.partitions,
-                     key_type=bytes, value_type=bytes, extra_topic_configs=CHANGELOG_CONFIG,
-                     help="Per household: the detectors' baselines and open episodes (HouseholdMonitor).")
 
 
 TICKET_DESKS = "tickets-households"

@@ -10,7 +10,7 @@ operator looks at it precisely when something is wrong).
   the last ``(p + 1) × size`` records of every partition, which hold the newest ``(p + 1) × size``
   overall, and merges them by time; pages are capped at :data:`MAX_PAGES`.
 * **Consumer lag** per consumer group and topic: end offsets minus the group's committed offsets,
-  for the worker's groups and its replays' (``<app_id>``, ingest's ``<app_id>-ingest``, and ``<app_id>-replay-*``).
+  for the worker's groups and its replays' (``<app_id>``, ingest's ``<app_id>-readings``, and ``<app_id>-replay-*``).
 * **Broker**: how long a metadata request takes, or why it failed.
 * **Agents**: the worker's faust agents, whether each runs and how many of its actors crashed.
 """
@@ -174,7 +174,7 @@ async def consumer_lag(bootstrap: str, app_id: str, *, timeout: float = TIMEOUT_
     try:
         await asyncio.wait_for(admin.start(), timeout)
         groups = sorted(g[0] for g in await asyncio.wait_for(admin.list_consumer_groups(), _left(deadline))
-                        if g[0] in (app_id, f"{app_id}-ingest") or g[0].startswith(f"{app_id}-replay-"))
+                        if g[0] in (app_id, f"{app_id}-readings") or g[0].startswith(f"{app_id}-replay-"))
         committed = {}
         for group in groups:
             offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(group), _left(deadline))

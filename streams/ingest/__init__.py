@@ -1,6 +1,6 @@
 """Ingest: raw utility messages in, validated interval readings out, the rest dead-lettered.
 
-Pure code only (no Kafka here); the ingest stage in ``streams/ingest_loop.py`` and the offline
+Pure code only (no Kafka here); the ingest stage in ``streams/readings_loop.py`` and the offline
 importers call the same functions, so a reading is treated alike on every path.
 
     parse.py      bytes -> a typed reading, or a rejection with a reason

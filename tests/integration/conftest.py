@@ -69,6 +69,21 @@ class WorkerProcess:
                 time.sleep(0.5)
         raise RuntimeError(f"worker not healthy after {timeout:.0f} s: {self.log_tail()}")
 
+    def wait_ready(self, timeout: float = 120.0) -> "WorkerProcess":
+        """Until /ready answers 200: tables recovered, the readings loop holding its partitions, agents running."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"worker not ready after {timeout:.0f} s: {self.log_tail()}")
+
     def stop(self, timeout: float = 30.0) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -102,9 +117,9 @@ def ingest_worker(kafka_bootstrap: str, tmp_path_factory) -> Iterator[WorkerProc
 
 
 def consumer_group(app_id: str, topic: str) -> str:
-    """The worker's consumer group that reads ``topic``: ingest's own (streams/ingest_loop.py) for readings.raw and
+    """The worker's consumer group that reads ``topic``: ingest's own (streams/readings_loop.py) for readings.raw and
     readings.by-household, faust's (the app id) for the rest."""
-    return f"{app_id}-ingest" if topic.endswith(("readings.raw", "readings.by-household")) else app_id
+    return f"{app_id}-readings" if topic.endswith(("readings.raw", "readings.by-household")) else app_id
 
 
 def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:

@@ -147,8 +147,7 @@ def _until(predicate, *, timeout: float, what: str, log=lambda: "") -> None:
 
 
 def _drained(bootstrap: str, prefix: str, worker: WorkerProcess, timeout: float = 300.0) -> None:
-    stages = [f"{prefix}.{t}" for t in ("readings.raw", "readings.by-household", "readings.validated", "anomalies",
-                                        "tickets.warning")]
+    stages = [f"{prefix}.{t}" for t in ("readings.raw", "readings.by-household", "anomalies", "tickets.warning")]
     # Twice in a row at zero: a stage may still be writing what the previous one committed.
     zero = []
     def settled() -> bool:
@@ -193,13 +192,16 @@ def check(bootstrap: str, prefix: str, ledger: dict) -> dict:
     states = {household: _comparable(HouseholdMonitor.loads(decode_state(record)[1]).to_state())
               for household, record in latest.items() if record is not None}
     assert states.keys() == ledger["states"].keys()
-    # A reading repeated on readings.validated (at-least-once after a crash) reaches detection as a reading
-    # not newer than its meter's last: ignored, and counted, exactly once per repeat.
+    # A reading repeated on readings.validated (at-least-once after a crash) is a batch ingest ran again. If its
+    # detect states had been stored, detection sees the reading again as not newer than its meter's last: ignored,
+    # and counted once per repeat; if not, the state from before the batch applies it as the first time. So a
+    # household's count is the offline replay's plus at most its repeats; everything else is the replay's.
     repeats = Counter()
     for (household, *_), n in validated.items():
         repeats[household] += n - 1
     for household, state in states.items():
-        assert state.pop("out_of_order") == ledger["states"][household]["out_of_order"] + repeats[household], household
+        offline = ledger["states"][household]["out_of_order"]
+        assert offline <= state.pop("out_of_order") <= offline + repeats[household], household
     differing = [household for household in states
                  if states[household] != {k: v for k, v in ledger["states"][household].items() if k != "out_of_order"}]
     assert not differing, "state after recovery differs from the offline replay: " + "; ".join(
@@ -264,6 +266,8 @@ def test_a_second_worker_joins_and_leaves_mid_stream(kafka_bootstrap, tmp_path, 
     second = None
     try:
         second = _worker(kafka_bootstrap, prefix, tmp_path / "second", ledger).start()  # rebalance: partitions split
+        # Ready: it holds its partitions. Before that the first worker may take the whole second half itself.
+        second.wait_ready()
         produce(kafka_bootstrap, first.topic("readings.raw"), messages[half:])
         _until(lambda: _counts(second).get("received", 0) > 0, timeout=300, what="shared with the second worker",
                log=second.log_tail)

@@ -71,7 +71,7 @@ def test_series_state_survives_a_worker_restart(kafka_bootstrap, tmp_path):
 
 def test_ingest_starts_where_the_faust_group_stopped_on_an_upgraded_deployment(kafka_bootstrap, tmp_path):
     """Ingest was a faust agent, committing in the app's group (``<app_id>``); it now has its own group
-    (``<app_id>-ingest``). A partition the new group never committed starts at the old group's offset, not at the
+    (``<app_id>-readings``). A partition the new group never committed starts at the old group's offset, not at the
     beginning of readings.raw."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.structs import OffsetAndMetadata

@@ -90,8 +90,7 @@ POISON: dict[str, list[tuple[bytes | None, bytes | None]]] = {
         form="interval", interval_reading=_reading(OTHER),
         origin=RawOrigin(topic="readings.raw", partition=0, offset=0, value_b64="e30="))),
         (HH.encode(), b'{"form": "interval", "origin": {"topic": "t", "partition": 0, "offset": 0, "value_b64": ""}}')],
-    "readings.validated": GENERIC + [(HH.encode(), HUGE), _wrong_key(ValidatedReading(
-        household_id=OTHER, meter="water", ts=NOW, value=1.0))],
+    # readings.validated is written, not read: detection gets its readings from ingest in the same batch
     "anomalies": GENERIC + [_wrong_key(_warning(OTHER, 30))],
     "tickets.warning": GENERIC + [_wrong_key(_command(OTHER, Step.WARNING, EventKind.CONDITION_CLEARED, "k-w"))],
     "tickets.dispatch": GENERIC + [(HH.encode(), HUGE),
@@ -184,7 +183,7 @@ def poisoned(kafka_bootstrap: str, tmp_path_factory):
         letters = [DeadLetter.model_validate_json(r.value)
                    for r in consume(kafka_bootstrap, worker.topic("readings.deadletter"), expected=dead_letters,
                                     timeout=180)]
-        validated = consume(kafka_bootstrap, worker.topic("readings.validated"), expected=len(POISON["readings.validated"]) + 1)
+        validated = consume(kafka_bootstrap, worker.topic("readings.validated"), expected=1)
         warning_acks = [TicketAck.model_validate_json(r.value) for r in
                         consume(kafka_bootstrap, worker.topic("tickets.warning.ack"), expected=1, timeout=60)]
         feedback_acks = [TicketAck.model_validate_json(r.value) for r in
@@ -273,4 +272,5 @@ def test_the_counter_identities_hold_with_poison_on_every_topic(poisoned):
     # detect: received = processed + redelivered + dead_lettered + failed (internal-topic poison is counted apart)
     page = poisoned["page"]
     assert identity_gaps(page) == []
-    assert read_counts(page, "ingest")["dead_lettered"] > 0 and read_counts(page, "detect")["dead_lettered"] > 0
+    assert read_counts(page, "ingest")["dead_lettered"] > 0
+    assert _sample(page, 'elderwatch_agent_unreadable_total{agent="detect"}') > 0  # the ack topic's poison

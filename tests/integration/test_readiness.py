@@ -54,7 +54,7 @@ def until_ready(worker: WorkerProcess, timeout: float = 120.0) -> list[int]:
         status, ready, headers = get(worker.port, "/ready")
         seen.append(status)
         if listed == 200:  # the list was answered, so the tables' recovery had ended (nothing rebalances here):
-            # ready, or waiting only for ingest, which joins its own consumer group (streams/ingest_loop.py)
+            # ready, or waiting only for ingest, which joins its own consumer group (streams/readings_loop.py)
             assert status == 200 or ready["reasons"] == [INGEST_RECOVERING], ready
         if status == 200:
             return seen
@@ -76,7 +76,7 @@ def test_ready_only_once_the_tables_are_recovered(kafka_bootstrap, tmp_path):
         status, ready, _ = get(worker.port, "/ready")
         assert (status, ready["reasons"], ready["partitions"], ready["every_partition"]) == (200, [], [0, 1], True)
         assert metric(worker.port, "elderwatch_ready") == 1.0
-        for agent in ("tickets", "ticket-warnings", "detect"):
+        for agent in ("tickets", "ticket-warnings", "notify"):  # ingest and detect are no agents (readings_loop.py)
             assert metric(worker.port, f'elderwatch_agent_crashes_total{{agent="{agent}"}}') == 0.0, agent
 
         # Some state to restore on the next start: four households and their tickets.

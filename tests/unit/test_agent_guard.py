@@ -151,13 +151,13 @@ def test_a_real_agent_survives_a_bug_on_one_message_and_processes_the_next():
 
 
 def test_a_reading_an_ingest_agent_raises_on_is_counted_once_so_the_ingest_identity_holds():
-    """ingest's validate step (streams/ingest_loop.py, fed a batch by hand): forwarding the first reading raises
+    """ingest's validate step (streams/readings_loop.py, fed a batch by hand): forwarding the first reading raises
     (keyed by a utility's batch id, so it is re-keyed, not applied directly). It is dead-lettered
     processing_error and counted once: received = valid + duplicates + dead_lettered + raw_redelivered."""
     from prometheus_client import generate_latest
 
     from elderwatch.settings import Settings
-    from streams.ingest_loop import IngestStage, IngestTopics, Message
+    from streams.readings_loop import IngestStage, IngestTopics, Message
     from streams.metrics import IngestMetrics, read_counts
 
     metrics = IngestMetrics()

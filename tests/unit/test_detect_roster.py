@@ -1,4 +1,4 @@
-"""The roster's time zone reaches detection: the detect agent reads households.roster, and a household whose
+"""The roster's time zone reaches detection: the detect stage reads households.roster, and a household whose
 zone changed reads local time in the new zone from then on (HouseholdMonitor.set_timezone). The households
 file (ELDERWATCH_HOUSEHOLDS_FILE) is only the start-up default."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone
 
-import faust
 import pytest
 
 from detectors.monitor import HouseholdMonitor
@@ -16,7 +15,7 @@ from schemas.households import Household
 from schemas.readings import ValidatedReading
 from schemas.tickets import Step
 from streams.app import Topics
-from streams.detect import decode_state, register_detect_agent
+from streams.detect import DetectStage, DetectTopics, decode_state
 from streams.guard import Source
 from streams.metrics import DetectMetrics
 
@@ -49,14 +48,31 @@ def _run(body, timezones: dict[str, str], app_states: list | None = None):
     app_states = [] if app_states is None else app_states
 
     async def main():
-        app = faust.App("t-detect-roster", broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False,
-                        web_enabled=False)
-        topics, table = _topics(), {}
-        register_detect_agent(app, topics, table, DetectMetrics(), Settings(), timezones=timezones, clock=lambda: T0)
-        app_states.append(app.elderwatch_detect_states)
-        await body(app.elderwatch_detect_handle, topics, table)
+        topics = _topics()
+        stage = detect_stage(topics, DetectMetrics(), timezones=timezones, clock=lambda: T0)
+        app_states.append(stage.states)
+        await body(stage.handle, topics, stage.table)
 
     asyncio.run(main())
+
+
+def detect_stage(topics: Topics, metrics: DetectMetrics, *, timezones: dict[str, str], clock) -> DetectStage:
+    """The detect stage sending to ``topics``' fakes (the changelog's writes stay in its table)."""
+    by_name = {topic.get_topic_name(): topic for topic in (
+        topics.validated, topics.deadletter, topics.anomalies, topics.roster, *topics.ticket_steps.values(),
+        *topics.ticket_acks.values())}
+
+    async def send(topic, key, value, partition):
+        if topic in by_name:
+            await by_name[topic].send(key=key, value=value)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    names = DetectTopics(validated="readings.validated", anomalies="anomalies", warning_commands="tickets.warning",
+                         feedback="tickets.feedback", feedback_acks="tickets.feedback.ack", roster="households.roster",
+                         deadletter="readings.deadletter", changelog="detect-changelog")
+    return DetectStage(names, send, metrics, Settings(), timezones=timezones, clock=clock)
 
 
 def roster(zone: str, household_id: str = HH) -> bytes:

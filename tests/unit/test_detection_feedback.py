@@ -188,7 +188,7 @@ def test_the_bound_keeps_a_strong_flow_warning(warm):
     assert lowest[0].score == pytest.approx(SENSITIVITY_BOUNDS[0] * full[0].score, abs=0.002)
 
 
-# -- the detect agent learns from what the ticket stage applied (tickets.feedback.ack), nothing else ----------
+# -- the detect stage learns from what the ticket stage applied (tickets.feedback.ack), nothing else ----------
 
 class FakeTopic:
     """A topic that records what is sent to it (no broker)."""
@@ -217,22 +217,16 @@ def _fake_topics():
 
 
 def _detect_stage(body):
-    """Runs ``body(handle, topics, table, metrics)`` against the real detect agent's handler (no broker)."""
+    """Runs ``body(handle, topics, table, metrics)`` against the real detect stage's handler (no broker)."""
     import asyncio
 
-    import faust
-
-    from elderwatch.settings import Settings
-    from streams.detect import register_detect_agent
     from streams.metrics import DetectMetrics
+    from test_detect_roster import detect_stage
 
     async def main():
-        app = faust.App("t-detect-learn", broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False,
-                        web_enabled=False)
-        topics, table, metrics = _fake_topics(), {}, DetectMetrics()
-        register_detect_agent(app, topics, table, metrics, Settings(), timezones={},
-                              clock=lambda: T0 + timedelta(days=40))
-        await body(app.elderwatch_detect_handle, topics, table, metrics)
+        topics, metrics = _fake_topics(), DetectMetrics()
+        stage = detect_stage(topics, metrics, timezones={}, clock=lambda: T0 + timedelta(days=40))
+        await body(stage.handle, topics, stage.table, metrics)
 
     asyncio.run(main())
 

@@ -1,10 +1,11 @@
-"""The ingest stage's batch (streams/ingest_loop.py ``IngestStage``) without a broker: what it sends, in which
+"""The ingest stage's batch (streams/readings_loop.py ``IngestStage``) without a broker: what it sends, in which
 order, what it writes to its changelog, and what it restores from one."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -12,7 +13,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from elderwatch.settings import Settings
 from streams.ingest import Emitted, OfflineIngest
-from streams.ingest_loop import IngestStage, IngestTopics, Message, changelog_key
+from streams.readings_loop import IngestStage, IngestTopics, Message, changelog_key
 from streams.metrics import AgentMetrics, IngestMetrics
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
@@ -26,6 +27,13 @@ def partition_of(household_id: str) -> int:
     return DefaultPartitioner()(household_id.encode(), every, every)
 
 
+@dataclass
+class Written:
+    """aiokafka's RecordMetadata, what the stage reads of it."""
+
+    offset: int
+
+
 class Broker:
     """Records every send in order; each acknowledgement is a future the test may hold back."""
 
@@ -37,10 +45,17 @@ class Broker:
     async def send(self, topic, key, value, partition):
         self.sent.append((topic, key, value, partition))
         ack = asyncio.get_running_loop().create_future()
+        ack.offset = sum(1 for name, *_ in self.sent if name == topic) - 1  # where the topic put it
         if not self.hold:
-            ack.set_result(None)
+            ack.set_result(Written(ack.offset))
         self.acks.append(ack)
         return ack
+
+    def release(self) -> None:
+        self.hold = False
+        for ack in self.acks:
+            if not ack.done():
+                ack.set_result(Written(ack.offset))
 
     def on(self, topic: str) -> list:
         return [(key, value, partition) for name, key, value, partition in self.sent if name == topic]
@@ -79,9 +94,7 @@ def test_a_batch_writes_each_changed_series_once_to_its_partition_after_its_outp
         for _ in range(20):
             await asyncio.sleep(0)
         assert len(broker.on(TOPICS.validated)) == 15 and broker.on(TOPICS.changelog) == []  # waits for the acks
-        broker.hold = False
-        for ack in broker.acks:
-            ack.set_result(None)
+        broker.release()
         await asyncio.wait_for(running, 5)
 
     asyncio.run(main())
@@ -149,3 +162,47 @@ def test_a_raw_partition_held_without_its_series_partition_is_re_keyed_not_appli
     stage.drop([message.partition])
     asyncio.run(stage.run([message]))
     assert len(broker.on(TOPICS.by_household)) == 1 and broker.on(TOPICS.validated) == []
+
+
+def test_detect_gets_each_emitted_reading_at_its_validated_offset_and_its_state_is_stored_before_the_series():
+    """Ingest and detect in one batch (the readings loop's): the detect stage applies each reading once readings.validated
+    has acknowledged it, with that offset as its redelivery mark; its warnings are sent before the household's state;
+    detect states reach their changelog before the series states do (a crash between the two re-emits readings the
+    monitor passes over, never loses one for detection)."""
+    from detectors.monitor import HouseholdMonitor
+    from streams.detect import DetectStage, DetectTopics, decode_state
+    from streams.metrics import DetectMetrics
+
+    broker, metrics = Broker(), DetectMetrics()
+    detect = DetectStage(DetectTopics("readings.validated", "anomalies", "tickets.warning", "tickets.feedback",
+                                      "tickets.feedback.ack", "households.roster", "readings.deadletter",
+                                      "detect-changelog"), broker.send, metrics, Settings(), timezones={},
+                         clock=lambda: T0)
+    detect.table.partitions = PARTITIONS
+    stage = stage_with(broker)
+    stage.detect = detect
+    households = ["hh-000001", "hh-000002"]
+    asyncio.run(stage.run([direct(h, i, offset=i) for i in range(4) for h in households]))
+
+    names = [name for name, *_ in broker.sent]
+    assert names.index("detect-changelog") > max(i for i, n in enumerate(names) if n == TOPICS.validated)
+    assert max(i for i, n in enumerate(names) if n == "detect-changelog") < names.index(TOPICS.changelog)
+    assert metrics.processed._value.get() == 8
+    for household in households:
+        [(key, record, partition)] = [(k, v, p) for k, v, p in broker.on("detect-changelog") if k == household.encode()]
+        offset, state = decode_state(record)
+        validated = [i for i, (k, _, _) in enumerate(broker.on(TOPICS.validated)) if k == household.encode()]
+        assert offset == validated[-1] and partition == partition_of(household)  # its last reading's offset
+        assert HouseholdMonitor.loads(state).readings == 4
+
+
+def test_the_detect_states_restore_keeps_the_furthest_and_a_revoked_partition_is_dropped():
+    from streams.detect import ChangelogTable, encode_state
+
+    table, skipped = ChangelogTable(PARTITIONS), []
+    key = b"hh-000001"
+    table.restore([(key, encode_state(90, b"ahead")), (key, encode_state(40, b"behind")),
+                   (b"hh-000002", encode_state(5, b"x")), (b"hh-000002", None)], lambda: skipped.append(1))
+    assert dict(table.data) == {key: encode_state(90, b"ahead")} and skipped == [1]
+    table.drop({partition_of("hh-000001")})
+    assert len(table) == 0

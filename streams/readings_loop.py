@@ -20,10 +20,10 @@ acknowledged; only then are the batch's offsets due for commit. A crash anywhere
 (duplicates that detection ignores: not newer than its meter's last), never loses one; a message the restored
 state has applied (by offset) is skipped, not judged again.
 
-The consumer group (``<app_id>-ingest``) uses the range assignor: with both topics of one partition count, a
+The consumer group (``<app_id>-readings``) uses the range assignor: with both topics of one partition count, a
 worker gets the same partition numbers of each, so a household's direct raw messages and its re-keyed ones
 meet the one series state that partition holds. On assignment a worker reads the new partitions' changelog
-before it reads their messages (:class:`IngestLoop`); on revocation it finishes the batch in hand, commits and
+before it reads their messages (:class:`ReadingsLoop`); on revocation it finishes the batch in hand, commits and
 drops those states. A bad message never stops the stage: every rejection goes to ``readings.deadletter``, and
 a message a step raises on (a bug) is dead-lettered ``processing_error`` by the guard (:mod:`streams.guard`).
 A failure of the broker ends the session (nothing of the failed batch committed) and a new one starts from the
@@ -82,6 +82,9 @@ class IngestTopics:
     validated: str
     deadletter: str
     changelog: str  # the series states'
+    # what the detect stage reads besides the readings ingest hands it (None: no detect stage)
+    feedback_acks: str | None = None
+    roster: str | None = None
 
 
 class OutTopic:
@@ -140,20 +143,24 @@ class _Batch:
     def __init__(self) -> None:
         self.changed: dict[str, int] = {}  # series key -> its partition (the message's: co-partitioned topics)
         self.sent: list = []
+        self.emitted: list = []  # (ValidatedReading, the future of its readings.validated send), for detect
 
 
 class IngestStage:
     """Ingest's two steps over batches of :class:`Message`, series states in dicts per partition. No consumer here:
-    :class:`IngestLoop` feeds it from Kafka, tests call :meth:`run` with messages of their own."""
+    :class:`ReadingsLoop` feeds it from Kafka, tests call :meth:`run` with messages of their own."""
 
     def __init__(self, topics: IngestTopics, send: Send, metrics: IngestMetrics, settings: Settings, *,
                  clock: Callable[[], datetime], enrolment_reader=None,
                  partition_counts: Callable[[], Awaitable[dict[str, int]]] | None = None,
-                 partition_of=None) -> None:
+                 partition_of=None, detect=None) -> None:
         """``enrolment_reader`` (a :class:`streams.enrolment.EnrolmentReader`) maps meter ids; without one, every
         reading that names a meter is ``unknown_meter``. ``partition_counts()`` gives the two topics' partition
-        counts (the broker's, read once); without it nothing takes the direct route."""
+        counts (the broker's, read once); without it nothing takes the direct route. ``detect`` (a
+        :class:`streams.detect.DetectStage`) is given every emitted reading in the same batch."""
         self.topics, self.send, self.metrics, self.settings, self.clock = topics, send, metrics, settings, clock
+        self.detect = detect
+        self._others = {topics.feedback_acks, topics.roster} - {None}
         self.enrolment_reader = enrolment_reader
         self.partition_counts, self.partition_of = partition_counts, partition_of or DefaultPartitioner()
         self.limits = settings.ingest_limits()
@@ -186,11 +193,27 @@ class IngestStage:
         batch = _Batch()
         for message in messages:
             source = Source(message.topic, message.partition, message.offset, message.timestamp)
+            if message.topic in self._others:  # an outcome or a roster entry: the detect stage's, after the batch
+                await self._finish(batch)
+                batch = _Batch()
+                await self.detect.handle_other(message.value, message.key, source)
+                continue
             routed = message.topic == self.topics.by_household
             step, guard = (self._normalize, self.normalize_guard) if routed else (self._validate, self.validate_guard)
             await guard.handle(source, message.value, message.key,
                                lambda value, key, source: step(value, key, source, batch))
+        await self._finish(batch)
+
+    async def _finish(self, batch: _Batch) -> None:
+        """The batch's outputs acknowledged; its readings through detection (at the offsets readings.validated gave
+        them) and the detect states stored; then the series states. In that order: a crash after the detect states
+        and before the series states makes ingest emit the readings again, which the monitors pass over (not newer
+        than their meter's last); the other way round they would never reach detection."""
         await delivered(batch.sent)
+        if self.detect is not None and batch.emitted:
+            for reading, sent in batch.emitted:
+                await self.detect.apply(reading, sent.result().offset)
+            await self.detect.store()
         written = []
         for key, partition in batch.changed.items():
             state = self.series[partition][key]
@@ -300,8 +323,11 @@ class IngestStage:
             state.note_applied(routed_offset, raw.partition, raw.offset)
         batch.changed[key] = partition
         if isinstance(outcome, Emitted):
-            batch.sent.append(await self.send(self.topics.validated, reading.household_id.encode(),
-                                              outcome.reading.model_dump_json().encode(), None))
+            sent = await self.send(self.topics.validated, reading.household_id.encode(),
+                                   outcome.reading.model_dump_json().encode(), None)
+            batch.sent.append(sent)
+            if self.detect is not None:
+                batch.emitted.append((outcome.reading, sent))
             self.metrics.valid.inc()
             self.metrics.emitted.inc()
         elif isinstance(outcome, RegisterBaseline):
@@ -346,16 +372,20 @@ class IngestStage:
             self.series.pop(partition, None)
 
 
-class IngestLoop:
+class ReadingsLoop:
     """Runs :class:`IngestStage` on its own consumer group and producer, as a task of the faust app
     (:meth:`run`, until cancelled). ``recovered`` is what readiness asks."""
 
     def __init__(self, settings: Settings, topics: IngestTopics, metrics: IngestMetrics, *,
                  clock: Callable[[], datetime], enrolment_reader=None, batch_size: int = BATCH_SIZE,
-                 commit_interval_s: float = 1.0) -> None:
+                 commit_interval_s: float = 1.0, detect_factory=None, detect_changelog: str | None = None) -> None:
+        """``detect_factory(send)`` makes each session's :class:`streams.detect.DetectStage` (its states are
+        recovered from ``detect_changelog``); without one, the loop runs ingest alone."""
         self.settings, self.topics, self.metrics, self.clock = settings, topics, metrics, clock
+        self.detect_factory, self.detect_changelog = detect_factory, detect_changelog
+        self.detect = None  # this session's DetectStage
         self.enrolment_reader, self.batch_size, self.commit_interval_s = enrolment_reader, batch_size, commit_interval_s
-        self.group = f"{settings.app_id}-ingest"
+        self.group = f"{settings.app_id}-readings"
         self.counts = PartitionCounts(settings.kafka_bootstrap_servers, topics.raw, topics.by_household)
         self.stage: IngestStage | None = None
         self.recovered = False  # this session's assignment has its states: readiness
@@ -365,6 +395,7 @@ class IngestLoop:
         self._done: dict = {}  # TopicPartition -> next offset: processed, states stored, not yet committed
         self.committed: dict = {}  # TopicPartition -> committed offset (for the lag)
         self._consumer = None
+        self._warming: asyncio.Task | None = None
 
     async def run(self) -> None:
         while True:
@@ -401,21 +432,27 @@ class IngestLoop:
             async def send(topic, key, value, partition):
                 return await producer.send(topic, value, key=key, partition=partition)
 
+            self.detect = self.detect_factory(send) if self.detect_factory is not None else None
             self.stage = IngestStage(self.topics, send, self.metrics, s, clock=self.clock,
-                                     enrolment_reader=self.enrolment_reader, partition_counts=self.counts.get)
+                                     enrolment_reader=self.enrolment_reader, partition_counts=self.counts.get,
+                                     detect=self.detect)
             self._held, self._done, self.committed = set(), {}, {}
+            topics = [t for t in (self.topics.raw, self.topics.by_household, self.topics.feedback_acks,
+                                  self.topics.roster) if t is not None and (self.detect is not None or t in (
+                                      self.topics.raw, self.topics.by_household))]
             try:
-                await asyncio.to_thread(carry_over_offsets, s.kafka_bootstrap_servers, s.app_id, self.group,
-                                        [self.topics.raw, self.topics.by_household])
+                await asyncio.to_thread(carry_over_offsets, s.kafka_bootstrap_servers, s.app_id, self.group, topics)
             except Exception as exc:  # noqa: BLE001 - then from the beginning, as a new deployment
                 log.warning("could not carry the faust group's offsets over (%s)", type(exc).__name__)
-            consumer.subscribe([self.topics.raw, self.topics.by_household], listener=_Rebalance(self, consumer))
+            consumer.subscribe(topics, listener=_Rebalance(self, consumer))
             await consumer.start()
             self._consumer = consumer
             try:
                 await self._consume(consumer)
             finally:
                 self._consumer = None
+                if self._warming is not None:
+                    self._warming.cancel()
                 try:
                     async with self._lock:
                         await self._commit(consumer)
@@ -458,6 +495,8 @@ class IngestLoop:
                 del self._done[tp]
 
     async def on_revoked(self, consumer, revoked) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
         async with self._lock:  # the batch in hand is finished and stored
             self.recovered = False
             await self._commit(consumer)
@@ -465,18 +504,31 @@ class IngestLoop:
             for tp in revoked:
                 self._done.pop(tp, None)
                 self.committed.pop(tp, None)
+            partitions = {tp.partition for tp in revoked if tp.topic == self.topics.by_household}
             if self.stage is not None:
-                self.stage.drop({tp.partition for tp in revoked if tp.topic == self.topics.by_household})
+                self.stage.drop(partitions)
+            if self.detect is not None:
+                self.detect.table.drop(partitions)
+                self.detect.forget_live_monitors()
 
     async def on_assigned(self, consumer, assigned) -> None:
         async with self._lock:
             started = time.monotonic()
             wanted = {tp.partition for tp in assigned if tp.topic == self.topics.by_household}
             new = sorted(wanted - set(self.stage.series))
-            for partition, records in (await read_changelog(self.settings.kafka_bootstrap_servers,
-                                                            self.topics.changelog, new)).items():
+            bootstrap = self.settings.kafka_bootstrap_servers
+            for partition, records in (await read_changelog(bootstrap, self.topics.changelog, new)).items():
                 self.stage.restore(partition, records)
-            self.stage.drop(set(self.stage.series) - wanted)
+            gone = set(self.stage.series) - wanted
+            self.stage.drop(gone)
+            if self.detect is not None:
+                table = self.detect.table
+                table.partitions = len(consumer.partitions_for_topic(self.topics.by_household) or ()) or table.partitions
+                table.drop(gone)
+                stale = self.detect.agent_metrics.stale_records.labels(table="detect-household-state").inc
+                for partition, records in (await read_changelog(bootstrap, self.detect_changelog, new)).items():
+                    table.restore(records, stale)
+                self._warming = asyncio.ensure_future(self._warm(self.detect))
             for tp in assigned:
                 if tp not in self.committed:
                     self.committed[tp] = await consumer.committed(tp) or 0
@@ -486,9 +538,32 @@ class IngestLoop:
                 log.info("ingest recovered the series states of partitions %s in %.1f s", new,
                          time.monotonic() - started)
 
+    async def _warm(self, detect) -> None:
+        """Load the monitors of the households this worker now holds into the detect cache, one at a time between
+        batches, so their first readings after a start or a rebalance do not each load a state (~0.5 ms for a
+        60-day household). Cancelled at a revocation."""
+        started, warmed = time.monotonic(), 0
+        for key in list(detect.table.data):
+            if not detect.states.cache.has_room():
+                break
+            try:
+                warmed += detect.states.warm(key.decode())
+            except Exception as exc:  # noqa: BLE001 - only ahead of time: the household's next reading loads it
+                log.warning("could not load a monitor into the cache: %s", type(exc).__name__)
+            await asyncio.sleep(0)  # the batches go first
+        detect.metrics.cached_monitors.set(len(detect.states.cache))
+        if warmed:
+            log.info("loaded %d household monitors into the cache in %.1f s", warmed, time.monotonic() - started)
+
+    def recent_usage(self, household_id: str) -> dict | None:
+        """The household's recent use from its detect state, if this worker holds it (the staff API's chart)."""
+        detect = self.detect
+        return detect.states.recent_usage(household_id) if detect is not None else None
+
     def lag(self) -> dict[str, int]:
         """Per topic: messages of this worker's partitions not yet committed (log end - committed)."""
-        lags = {self.topics.raw: 0, self.topics.by_household: 0}
+        lags = {t: 0 for t in (self.topics.raw, self.topics.by_household, self.topics.feedback_acks,
+                               self.topics.roster) if t is not None}
         consumer = self._consumer
         if consumer is None:
             return lags
@@ -505,7 +580,7 @@ class IngestLoop:
 class _Rebalance(ConsumerRebalanceListener):
     """aiokafka calls and awaits these two during a rebalance."""
 
-    def __init__(self, loop: IngestLoop, consumer) -> None:
+    def __init__(self, loop: ReadingsLoop, consumer) -> None:
         self.loop, self.consumer = loop, consumer
 
     async def on_partitions_revoked(self, revoked) -> None:
@@ -570,23 +645,34 @@ async def read_changelog(bootstrap: str, topic: str, partitions: list[int]) -> d
         await consumer.stop()
 
 
-def start_ingest_loop(app, topics, metrics: IngestMetrics, settings: Settings, *, clock: Callable[[], datetime],
-                      enrolment_reader=None) -> IngestLoop:
-    """An :class:`IngestLoop` of ``topics`` (faust topics: their names) run as a task of ``app``."""
-    from streams.tables import SERIES_STATE, changelog_topic
+def start_readings_loop(app, topics, metrics: IngestMetrics, settings: Settings, *, clock: Callable[[], datetime],
+                        enrolment_reader=None, detect_factory=None) -> ReadingsLoop:
+    """A :class:`ReadingsLoop` of ``topics`` (faust topics: their names) run as a task of ``app``;
+    ``detect_factory(send, table)`` makes its detect stage."""
+    from schemas.tickets import Step
+    from streams.detect import DetectTopics
+    from streams.tables import DETECT_STATE, SERIES_STATE, changelog_topic
 
-    loop = IngestLoop(settings, IngestTopics(
+    detect_changelog = changelog_topic(settings.app_id, DETECT_STATE)
+    loop = ReadingsLoop(settings, IngestTopics(
         raw=topics.raw.get_topic_name(), by_household=topics.by_household.get_topic_name(),
         validated=topics.validated.get_topic_name(), deadletter=topics.deadletter.get_topic_name(),
-        changelog=changelog_topic(settings.app_id, SERIES_STATE)), metrics, clock=clock,
-        enrolment_reader=enrolment_reader)
+        changelog=changelog_topic(settings.app_id, SERIES_STATE),
+        feedback_acks=topics.ticket_acks[Step.FEEDBACK].get_topic_name(), roster=topics.roster.get_topic_name()),
+        metrics, clock=clock, enrolment_reader=enrolment_reader, detect_changelog=detect_changelog,
+        detect_factory=None if detect_factory is None else lambda send: detect_factory(send, DetectTopics(
+            validated=topics.validated.get_topic_name(), anomalies=topics.anomalies.get_topic_name(),
+            warning_commands=topics.ticket_steps[Step.WARNING].get_topic_name(),
+            feedback=topics.ticket_steps[Step.FEEDBACK].get_topic_name(),
+            feedback_acks=topics.ticket_acks[Step.FEEDBACK].get_topic_name(), roster=topics.roster.get_topic_name(),
+            deadletter=topics.deadletter.get_topic_name(), changelog=detect_changelog)))
 
     @app.task
-    async def ingest() -> None:
+    async def readings() -> None:
         await loop.run()
 
     return loop
 
 
-__all__ = ["IngestLoop", "IngestStage", "IngestTopics", "Message", "changelog_key", "parse_routed", "read_changelog",
-           "start_ingest_loop"]
+__all__ = ["IngestStage", "IngestTopics", "Message", "ReadingsLoop", "carry_over_offsets", "changelog_key",
+           "parse_routed", "read_changelog", "start_readings_loop"]
