@@ -4,30 +4,31 @@ Used twice by ``bench/bench_throughput.py``: alone in one process (the floor: :f
 aiokafka batch loop (``bench/passthrough_app.py``, mode ``worker-code``: what a runtime without Faust's per-message
 path could reach).
 
-A batch goes as the worker's agents take one (``take_events``): ingest's parse and series rules
-(:class:`~streams.ingest.offline.OfflineIngest`, the agent's code with a dict for its table); each touched
-household's series states written once a batch (``to_json`` and faust's json codec, as the table's changelog
-write) and read back (``from_json``, as the next batch's load); each emitted reading as its
-``readings.validated`` JSON, read back by detect (``parse_validated``) and applied to its household's monitor
-(:class:`~streams.detect.HouseholdStates` over a dict, with its metrics), each state dumped once a batch.
+A batch goes as the readings loop takes one (``getmany``, ``streams/readings_loop.py``): ingest's parse and series
+rules (:class:`~streams.ingest.offline.OfflineIngest`, the stage's code with a dict for its states); each emitted
+reading's ``readings.validated`` JSON (sent, not read back) and the reading itself applied to its household's
+monitor (:class:`~streams.detect.HouseholdStates` over a dict, with its metrics); each touched household's detect
+state dumped once a batch, then its series states written once (``to_json`` and orjson, as the loop writes its
+changelog).
 
 Not in it: the enrolment lookup (the bench's readings name no meter ids), ingest's metrics, its direct-route
-check, and the redelivery offsets the series state keeps. Warnings are built and kept, as the agent sends them.
+check, and the redelivery offsets the series state keeps. Warnings are built and kept, as the stage sends them.
 """
 
 from __future__ import annotations
 
 import time
 
-import faust.serializers.codecs
+import orjson
 
 from schemas.readings import Meter
 from streams.batches import BATCH_SIZE
-from streams.detect import HouseholdStates, parse_validated
+from streams.detect import HouseholdStates
 from streams.ingest.offline import OfflineIngest
 from streams.ingest.parse import Rejection
-from streams.ingest.series import Emitted, SeriesState
+from streams.ingest.series import Emitted
 from streams.metrics import DetectMetrics
+from streams.readings_loop import changelog_key
 
 class WorkerCode:
     """Ingest then detect for batches of ``(offset, key, value)`` raw messages, state in dicts."""
@@ -42,34 +43,30 @@ class WorkerCode:
         ``(key, value)`` bytes. Offsets must grow per household (a household's messages share a partition)."""
         sends, records = [], []
         touched: set[str] = set()
-        validated: list[tuple[int, bytes, bytes]] = []
+        emitted = []
         for offset, key, value in messages:
             outcome = self.ingest.feed(value)
             if key is not None and not isinstance(outcome, Rejection):
                 touched.add(key.decode())
             if isinstance(outcome, Emitted):
                 reading = outcome.reading
-                validated.append((offset, reading.household_id.encode(), reading.model_dump_json().encode()))
-        for household_id in touched:  # its meters' states: what the agent writes for a household's readings
-            for series in ((household_id, meter.value) for meter in Meter):
-                state = self.ingest.series.get(series)
-                if state is not None:
-                    data = state.to_json()
-                    records.append(("/".join(series).encode(), faust.serializers.codecs.dumps("json", data)))
-                    self.ingest.series[series] = SeriesState.from_json(data)
-        sends.extend((key, value) for _, key, value in validated)
+                sends.append((reading.household_id.encode(), reading.model_dump_json().encode()))
+                emitted.append((offset, reading))
         opened: dict = {}
-        for offset, key, value in validated:
-            reading = parse_validated(value, key)
-            if isinstance(reading, Rejection):
-                continue
+        for offset, reading in emitted:  # at its readings.validated offset (here: its raw one, also growing)
             applied = self.states.apply(opened, reading, offset)
             if applied is not None:
                 self.processed += 1
+                key = reading.household_id.encode()
                 sends.extend((key, warning.model_dump_json().encode()) for warning in applied[0])
         for step in self.states.steps(opened):
             self.states.store(step)
             records.append((step.household_id.encode(), step.record))
+        for household_id in touched:  # its meters' states: what the loop writes for a household's readings
+            for series in ((household_id, meter.value) for meter in Meter):
+                state = self.ingest.series.get(series)
+                if state is not None:
+                    records.append((changelog_key("/".join(series)), orjson.dumps(state.to_json())))
         return sends, records
 
     def counts(self) -> dict:

@@ -217,7 +217,8 @@ async def check_broker(bootstrap: str, *, timeout: float = TIMEOUT_S) -> BrokerC
 
 
 def agent_health(app) -> list[AgentHealth]:
-    """The app's faust agents: state, actors, crashed actors (no traceback: it could hold data)."""
+    """The app's faust agents and its readings loop: state, actors, crashed actors (no traceback: it could hold
+    data)."""
     rows = []
     for name, agent in sorted(getattr(app, "agents", {}).items()):
         actors = list(getattr(agent, "_actors", ()))
@@ -225,6 +226,11 @@ def agent_health(app) -> list[AgentHealth]:
                       or (getattr(actor, "actor_task", None) is not None and actor.actor_task.done()))
         rows.append(AgentHealth(name=name.rsplit(".", 1)[-1], state=str(getattr(agent, "state", "?")),
                                 actors=len(actors), crashed=crashed))
+    # ingest and detect are no faust agents: the readings loop on its own consumer group (streams/readings_loop.py)
+    readings = getattr(app, "elderwatch_readings", None)
+    if readings is not None:
+        state = ("running" if readings.recovered else "recovering") if readings.running else "restarting"
+        rows.insert(0, AgentHealth(name="readings", state=state, actors=1, crashed=0 if readings.running else 1))
     return rows
 
 

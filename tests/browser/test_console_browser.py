@@ -359,7 +359,7 @@ def test_supervisor_and_operator_pages(stage, browser):
     wait_for_text(page, "<code>not_json</code>", timeout=20)
     text = page.locator("main").inner_text()
     assert "this is not a meter reading" not in page.content()  # never the original bytes
-    assert "\ningest\t" in text and "OK" in text  # the agents table: ingest reads readings.raw and by-household
+    assert "\nreadings\trunning" in text and "OK" in text  # the agents table: the readings loop (ingest, detect)
     assert stage.worker.prefix in text  # the consumer group's lag
     shoot(page, "operator-en-desktop")
     assert page.goto(f"{stage.base}/").url.endswith("/operator")

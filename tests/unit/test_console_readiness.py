@@ -182,3 +182,16 @@ def test_a_household_page_on_the_other_worker_is_forwarded_and_its_forms_checked
             response, text = await a.get(TICKET)
             assert response.status == 503 and SESSIONS_DIFFER in html.unescape(text)
     run(scenario())
+
+
+def test_the_operator_page_lists_the_readings_loop_beside_the_agents():
+    """Ingest and detect are no faust agents: the operator's agents table shows the readings loop's state."""
+    from types import SimpleNamespace
+
+    from elderwatch.console.operations import agent_health
+
+    for running, recovered, state, healthy in ((True, True, "running", True), (True, False, "recovering", False),
+                                               (False, False, "restarting", False)):
+        app = SimpleNamespace(agents={}, elderwatch_readings=SimpleNamespace(running=running, recovered=recovered))
+        [row] = agent_health(app)
+        assert (row.name, row.state, row.healthy) == ("readings", state, healthy)
