@@ -1,11 +1,12 @@
-"""The ingest stage: readings.raw and readings.by-household in batches, on aiokafka's own consumer group.
+"""The readings loop: ingest, then detect, on aiokafka's own consumer group, in batches.
 
-Not a faust agent: faust's per-message path (consumer thread hand-off, conductor, channel queues, events, a
-``FutureMessage`` per send) cost about 0.45 ms a message a hop on two cores, more than ingest's own work
-(bench/results/throughput.md). Here a batch of ``getmany`` goes straight to the code, and sends go straight to
-aiokafka's producer.
+Not faust agents: faust's per-message path (consumer thread hand-off, conductor, channel queues, events, a
+``FutureMessage`` per send) cost about 0.45 ms a message a hop on two cores, more than ingest's or detection's
+own work (bench/results/throughput.md). Here a batch of ``getmany`` goes straight to the code, the readings ingest
+emits go straight to detection (:class:`streams.detect.DetectStage`) in the same batch, and sends go straight to
+aiokafka's producer. ``readings.validated`` is still written, for other readers, and not read back.
 
-Two steps, each with its own guard (named for it in metrics and logs):
+Ingest has two steps, each with its own guard (named for it in metrics and logs):
 
 - ``ingest-validate`` checks each raw message on its own (no state) and maps a utility's meter id to our
   household id (the roster's enrolments, as of the reading's time). A message keyed by that household id
@@ -14,17 +15,20 @@ Two steps, each with its own guard (named for it in metrics and logs):
 - ``ingest-normalize`` applies the per-series rules (duplicates, registers) with state per (household, meter).
 
 Per batch (:meth:`IngestStage.run`): every message through its step; what the batch produced (re-keyed and
-validated readings, dead letters) acknowledged by the broker; then each changed series state written once to
-its changelog (``<app_id>-ingest-series-state-changelog``, the record format faust's table wrote) and
-acknowledged; only then are the batch's offsets due for commit. A crash anywhere in between repeats readings
-(duplicates that detection ignores: not newer than its meter's last), never loses one; a message the restored
-state has applied (by offset) is skipped, not judged again.
+validated readings, dead letters) acknowledged by the broker; the emitted readings through detection at the
+offsets readings.validated gave them, its warnings acknowledged and its states written; then each changed
+series state written once to its changelog (``<app_id>-ingest-series-state-changelog``, the record format
+faust's table wrote) and acknowledged; only then are the batch's offsets due for commit. Outcomes
+(``tickets.feedback.ack``) and roster entries, which detection reads too, are handled one at a time after the
+batch so far is stored. A crash anywhere in between repeats readings (duplicates that detection ignores: not
+newer than its meter's last), never loses one; a message the restored state has applied (by offset) is skipped,
+not judged again.
 
-The consumer group (``<app_id>-readings``) uses the range assignor: with both topics of one partition count, a
-worker gets the same partition numbers of each, so a household's direct raw messages and its re-keyed ones
-meet the one series state that partition holds. On assignment a worker reads the new partitions' changelog
-before it reads their messages (:class:`ReadingsLoop`); on revocation it finishes the batch in hand, commits and
-drops those states. A bad message never stops the stage: every rejection goes to ``readings.deadletter``, and
+The consumer group (``<app_id>-readings``) uses the range assignor: with every topic of one partition count, a
+worker gets the same partition numbers of each, so a household's direct raw messages, its re-keyed ones, its
+outcomes and roster entries meet the one series and detect state that partition holds. On assignment a worker
+reads the new partitions' changelogs before it reads their messages (:class:`ReadingsLoop`); on revocation it
+finishes the batch in hand, commits and drops those states. A bad message never stops the stage: every rejection goes to ``readings.deadletter``, and
 a message a step raises on (a bug) is dead-lettered ``processing_error`` by the guard (:mod:`streams.guard`).
 A failure of the broker ends the session (nothing of the failed batch committed) and a new one starts from the
 committed offsets and the changelog.
@@ -373,8 +377,8 @@ class IngestStage:
 
 
 class ReadingsLoop:
-    """Runs :class:`IngestStage` on its own consumer group and producer, as a task of the faust app
-    (:meth:`run`, until cancelled). ``recovered`` is what readiness asks."""
+    """Runs :class:`IngestStage` (and its detect stage) on its own consumer group and producer, as a task of the faust
+    app (:meth:`run`, until cancelled). ``recovered`` is what readiness asks."""
 
     def __init__(self, settings: Settings, topics: IngestTopics, metrics: IngestMetrics, *,
                  clock: Callable[[], datetime], enrolment_reader=None, batch_size: int = BATCH_SIZE,
@@ -405,8 +409,9 @@ class ReadingsLoop:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the broker failed: start again from what was committed
-                log.error("ingest stopped (%s: %s); starting again from the committed offsets", type(exc).__name__,
-                          exc)
+                # the type only, as everywhere: a message may quote a household's data
+                log.error("the readings loop stopped (%s); starting again from the committed offsets",
+                          type(exc).__name__)
                 self.running = False
                 await asyncio.sleep(2.0)
             finally:
@@ -486,7 +491,7 @@ class ReadingsLoop:
         try:
             await consumer.commit(done)
         except Exception as exc:  # noqa: BLE001 - e.g. a rebalance took the partitions: their new owner re-reads
-            log.warning("ingest could not commit its offsets (%s): those messages will be read again",
+            log.warning("the readings loop could not commit its offsets (%s): those messages will be read again",
                         type(exc).__name__)
             return
         for tp, offset in done.items():
