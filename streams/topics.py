@@ -28,7 +28,8 @@ READINGS_BY_HOUSEHOLD = TopicSpec(
                 "utility did not key by household id already: the rest take the direct route).")
 READINGS_VALIDATED = TopicSpec(
     "readings.validated", key="household_id", value="JSON ValidatedReading",
-    keyed_by_household=True, description="Interval consumption in kWh or litres, de-duplicated. Detectors read this.")
+    keyed_by_household=True, description="Interval consumption in kWh or litres, de-duplicated. For other readers: "
+                                         "detection gets these readings from ingest in the same batch.")
 READINGS_DEADLETTER = TopicSpec(
     "readings.deadletter", key="household_id if known, else none", value="JSON DeadLetter (original bytes + reason)",
     keyed_by_household=False, description="Every rejected message, exactly as received, with why and where from.")
