@@ -88,8 +88,8 @@ from schemas.readings import ValidatedReading
 from schemas.tickets import AckResult, TicketAck, TicketCommand
 from schemas.tickets import Step as TicketStep
 from streams.batches import delivered
-from streams.guard import AgentGuard, DeadLetters, Source
-from streams.ingest.parse import Rejection, _describe, _reason_for
+from streams.guard import AgentGuard, DeadLetters, OutTopic, Source
+from streams.ingest.parse import Rejection, _describe, _reason_for, parse_model
 from streams.metrics import AgentMetrics, DetectMetrics
 
 log = logging.getLogger(__name__)
@@ -168,14 +168,9 @@ def parse_feedback_ack(value: bytes | None, key: bytes | None) -> TicketAck | Re
     >>> parse_feedback_ack(b"{}", b"h1").reason.value
     'invalid_field'
     """
-    if not value:
-        return Rejection(RejectReason.NOT_JSON, "empty message")
-    try:
-        ack = TicketAck.model_validate_json(value)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        reason = RejectReason.NOT_JSON if first["type"] == "json_invalid" else RejectReason.INVALID_FIELD
-        return Rejection(reason, f"not a TicketAck: {first['type']} at {'.'.join(map(str, first['loc'])) or 'top level'}")
+    ack = parse_model(TicketAck, value)
+    if isinstance(ack, Rejection):
+        return ack
     if key != ack.household_id.encode():  # the household's state is in the key's partition
         return Rejection(RejectReason.INVALID_FIELD, "message key is not the household_id", ack.household_id)
     return ack
@@ -580,7 +575,7 @@ class DetectStage:
         self.states = HouseholdStates(self.table, timezones, settings.default_timezone, cache_size=cache_size,
                                       metrics=metrics, config=config, monitor_loads=monitor_loads)
         self.agent_metrics = AgentMetrics.of(metrics.registry)
-        deadletter = _OutTopic(topics.deadletter, send)
+        deadletter = OutTopic(topics.deadletter, send)
         self.dead_letters = DeadLetters(deadletter, clock,
                                         lambda reason: metrics.dead_lettered.labels(reason=reason.value).inc())
         self.unreadable_acks = DeadLetters(deadletter, clock,
@@ -707,14 +702,6 @@ class DetectStage:
         """Partitions moved: households that moved to another worker should not hold memory here."""
         self.states.cache.clear()
         self.metrics.cached_monitors.set(0)
-
-
-class _OutTopic:
-    def __init__(self, name: str, send) -> None:
-        self.name, self._send = name, send
-
-    async def send(self, *, key: bytes | None, value: bytes):
-        return await self._send(self.name, key, value, None)
 
 
 __all__ = ["DEFAULT_CACHE_SIZE", "ChangelogTable", "DetectStage", "DetectTopics", "HouseholdStates", "MonitorCache",

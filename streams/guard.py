@@ -54,6 +54,17 @@ class Source:
         return f"{self.topic}:{self.partition}@{self.offset}"
 
 
+class OutTopic:
+    """A topic name and a stage's ``send(topic, key, value, partition)`` (the readings loop's producer): what
+    :class:`DeadLetters` writes to when the stage is not a faust agent."""
+
+    def __init__(self, name: str, send) -> None:
+        self.name, self._send = name, send
+
+    async def send(self, *, key: bytes | None, value: bytes, partition: int | None = None):
+        return await self._send(self.name, key, value, partition)
+
+
 class DeadLetters:
     """Writes dead letters to ``readings.deadletter`` (key: the household id when known, else none).
 
@@ -134,4 +145,4 @@ def _where(exc: BaseException) -> str:
     return f"{Path(last.filename).name}:{last.lineno} in {last.name}"
 
 
-__all__ = ["AgentGuard", "DeadLetters", "Handler", "Source", "raw_bytes"]
+__all__ = ["AgentGuard", "DeadLetters", "Handler", "OutTopic", "Source", "raw_bytes"]

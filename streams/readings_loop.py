@@ -48,15 +48,15 @@ from datetime import datetime
 import orjson
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.partitioner import DefaultPartitioner
-from pydantic import ValidationError
 
 from elderwatch.settings import Settings
 from schemas.dead_letter import RejectReason
 from schemas.routing import RawOrigin, RoutedReading
 from streams.batches import BATCH_SIZE, delivered
-from streams.guard import AgentGuard, DeadLetters, Source
+from streams.guard import AgentGuard, DeadLetters, OutTopic, Source
 from streams.ingest import (Duplicate, Emitted, Enrolment, RegisterBaseline, Rejection, SeriesState, accept_reading,
                             parse_raw, resolve)
+from streams.ingest.parse import parse_model
 from streams.metrics import AgentMetrics, IngestMetrics
 from streams.partition_counts import PartitionCounts
 
@@ -91,16 +91,6 @@ class IngestTopics:
     roster: str | None = None
 
 
-class OutTopic:
-    """A topic name and the stage's send: what :class:`~streams.guard.DeadLetters` writes to."""
-
-    def __init__(self, name: str, send: Send) -> None:
-        self.name, self._send = name, send
-
-    async def send(self, *, key: bytes | None, value: bytes, partition: int | None = None):
-        return await self._send(self.name, key, value, partition)
-
-
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
@@ -127,14 +117,9 @@ def parse_routed(value: bytes | None, key: bytes | None) -> RoutedReading | Reje
     >>> parse_routed(b'{"form": "interval"}', b"h1").reason.value
     'invalid_field'
     """
-    if not value:
-        return Rejection(RejectReason.NOT_JSON, "empty message")
-    try:
-        routed = RoutedReading.model_validate_json(value)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        reason = RejectReason.NOT_JSON if first["type"] == "json_invalid" else RejectReason.INVALID_FIELD
-        return Rejection(reason, f"not a RoutedReading: {first['type']} at {'.'.join(map(str, first['loc'])) or 'top level'}")
+    routed = parse_model(RoutedReading, value)
+    if isinstance(routed, Rejection):
+        return routed
     if routed.reading is None:
         return Rejection(RejectReason.INVALID_FIELD, f"not a RoutedReading: no {routed.form}_reading")
     if key != routed.reading.household_id.encode():  # its series state lives in the key's partition
@@ -442,9 +427,9 @@ class ReadingsLoop:
                                      enrolment_reader=self.enrolment_reader, partition_counts=self.counts.get,
                                      detect=self.detect)
             self._held, self._done, self.committed = set(), {}, {}
-            topics = [t for t in (self.topics.raw, self.topics.by_household, self.topics.feedback_acks,
-                                  self.topics.roster) if t is not None and (self.detect is not None or t in (
-                                      self.topics.raw, self.topics.by_household))]
+            topics = [self.topics.raw, self.topics.by_household]
+            if self.detect is not None:  # what detection reads besides the readings ingest hands it
+                topics += [t for t in (self.topics.feedback_acks, self.topics.roster) if t is not None]
             try:
                 await asyncio.to_thread(carry_over_offsets, s.kafka_bootstrap_servers, s.app_id, self.group, topics)
             except Exception as exc:  # noqa: BLE001 - then from the beginning, as a new deployment

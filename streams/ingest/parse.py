@@ -44,6 +44,27 @@ class Rejection:
     household_id: str | None = None
 
 
+def parse_model(model, value: bytes | None):
+    """``value`` as an instance of the pydantic ``model`` (a message an internal topic carries), or a
+    :class:`Rejection` saying why not: ``not_json``, or ``invalid_field`` naming the first error's type and place.
+
+    >>> from schemas.readings import ValidatedReading
+    >>> parse_model(ValidatedReading, b"").detail, parse_model(ValidatedReading, b"{").reason.value
+    ('empty message', 'not_json')
+    >>> parse_model(ValidatedReading, b"{}").detail
+    'not a ValidatedReading: missing at household_id'
+    """
+    if not value:
+        return Rejection(RejectReason.NOT_JSON, "empty message")
+    try:
+        return model.model_validate_json(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        reason = RejectReason.NOT_JSON if first["type"] == "json_invalid" else RejectReason.INVALID_FIELD
+        where = ".".join(map(str, first["loc"])) or "top level"
+        return Rejection(reason, f"not a {model.__name__}: {first['type']} at {where}")
+
+
 # pydantic error type (and field) -> our reason. The first error decides; detail lists them all.
 _ERROR_REASONS = {
     "missing": RejectReason.MISSING_FIELD,

@@ -57,32 +57,25 @@ class WorkerProcess:
         return self
 
     def wait_healthy(self, timeout: float = 90.0) -> "WorkerProcess":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.process.returncode}: {self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"worker not healthy after {timeout:.0f} s: {self.log_tail()}")
+        return self._wait_for("/health", "healthy", timeout)
 
     def wait_ready(self, timeout: float = 120.0) -> "WorkerProcess":
         """Until /ready answers 200: tables recovered, the readings loop holding its partitions, agents running."""
+        return self._wait_for("/ready", "ready", timeout)
+
+    def _wait_for(self, path: str, what: str, timeout: float) -> "WorkerProcess":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}: {self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=2) as response:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as response:
                     if response.status == 200:
                         return self
             except OSError:
                 pass
             time.sleep(0.5)
-        raise RuntimeError(f"worker not ready after {timeout:.0f} s: {self.log_tail()}")
+        raise RuntimeError(f"worker not {what} after {timeout:.0f} s: {self.log_tail()}")
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process is None or self.process.poll() is not None:
