@@ -10,8 +10,9 @@ and 1% garbage), one worker process each:
   per-message path: what one could reach);
 * the worker as it runs in production (``elderwatch worker``): validate -> re-key -> normalize/dedup ->
   detect -> tickets, every table's changelog written. Its rate is readings received by ingest, from the
-  first one settled to the moment detection has taken every reading ingest let through (read from the
-  worker's /metrics, so start-up is excluded);
+  first one settled to the moment detection has taken every reading ingest let through and the readings
+  topics are committed, so every state they changed is stored (read from the worker's /metrics, so start-up
+  is excluded);
 * the floor: the worker's own code for the same messages in one process, without Kafka or Faust
   (``bench/worker_code.py``): what any runtime would still pay per reading.
 
@@ -60,19 +61,28 @@ def metrics_page(port: int) -> str | None:
         return None
 
 
+#: the readings topics' lag on /metrics: what is not yet committed, so not yet stored either
+READINGS_LAG = re.compile(r'^elderwatch_consumer_lag\{topic="[^"]*readings\.(?:raw|by-household)"\} (\S+)$', re.M)
+
+
 def pipeline_done(text: str) -> tuple[float, bool]:
-    """(raw messages settled by ingest, whether detection has taken every reading ingest emitted).
+    """(raw messages settled by ingest, whether detection has taken every reading ingest emitted and the readings
+    topics are committed: every state those readings changed is stored).
 
     >>> pipeline_done('elderwatch_ingest_received_total 3.0\\nelderwatch_ingest_valid_total 2.0\\n'
     ...               'elderwatch_ingest_dead_lettered_total{reason="not_json"} 1.0\\n'
     ...               'elderwatch_ingest_emitted_total 2.0\\nelderwatch_detect_received_total 1.0\\n')
     (3.0, False)
     >>> pipeline_done('elderwatch_ingest_valid_total 2.0\\nelderwatch_ingest_emitted_total 2.0\\n'
-    ...               'elderwatch_detect_received_total 2.0\\n')
+    ...               'elderwatch_detect_received_total 2.0\\nelderwatch_consumer_lag{topic="t.readings.raw"} 0.0\\n')
     (2.0, True)
+    >>> pipeline_done('elderwatch_ingest_valid_total 2.0\\nelderwatch_ingest_emitted_total 2.0\\n'
+    ...               'elderwatch_detect_received_total 2.0\\nelderwatch_consumer_lag{topic="t.readings.raw"} 2.0\\n')
+    (2.0, False)
     """
     ingest, detect = read_counts(text), read_counts(text, "detect")
-    return settled(ingest), detect.get("received", 0.0) >= ingest.get("emitted", 0.0)
+    committed = all(float(lag) == 0 for lag in READINGS_LAG.findall(text))
+    return settled(ingest), detect.get("received", 0.0) >= ingest.get("emitted", 0.0) and committed
 
 
 def passthrough_done(text: str) -> tuple[float, bool]:
@@ -278,7 +288,7 @@ Command: `{results['command']}`
   {"in time order (every household interleaved, as a fleet's feed)" if results.get('order') == 'time' else "in file order (each household's day in a row)"},
   {results.get('households_in_feed', results['households']):,} households in all, with 1% exact re-sends and 1% garbage mixed in. One process at a time; rate from the first
   message through to the last (start-up excluded). For the worker, "through" means detection has taken
-  every reading ingest let through.
+  every reading ingest let through and the readings topics are committed (every state they changed stored).
 - The pass-throughs produce with the worker's producer settings (linger, batch size, compression) and, like the
   worker, without faust's start-up spinner (which sets the root logger to DEBUG).
 

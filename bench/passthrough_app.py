@@ -8,8 +8,8 @@ Run as ``python -m bench.passthrough_app BOOTSTRAP SOURCE SINK WEB_PORT APP_ID [
 
 ``worker-code`` is that loop running the worker's own code on each batch (``bench/worker_code.py``: ingest and
 detect, one after the other, on the batch's messages), sending what the worker sends (validated readings,
-warnings, then the state records once those are acknowledged) to SINK, committing every 3 s once all is
-acknowledged. A sketch of a runtime without Faust's per-message path, to measure what one could reach: no state
+warnings) to SINK, and the state records at each checkpoint (the worker's commit interval), then committing,
+as the readings loop does. A sketch of a runtime without Faust's per-message path, to measure what one could reach: no state
 recovery, no rebalancing, everything in one topic.
 """
 
@@ -77,9 +77,12 @@ async def forward_with_aiokafka(bootstrap: str, source: str, sink: str, port: in
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from bench.worker_code import WorkerCode
+    from elderwatch.worker import tune_gc
 
     forwarded = [0]
     code = WorkerCode() if worker_code else None
+    if worker_code:
+        tune_gc()
 
     async def count(request: web.Request) -> web.Response:
         if code is not None:  # the worker's own counters: the bench waits for received = settled
@@ -111,12 +114,13 @@ async def forward_with_aiokafka(bootstrap: str, source: str, sink: str, port: in
                         await producer.send(sink, key=record.key, value=record.value)  # buffered, not awaited
                     forwarded[0] += len(records)
                     continue
-                sends, states = code.run([(record.offset, record.key, record.value) for record in records])
+                sends = code.run([(record.offset, record.key, record.value) for record in records])
                 await asyncio.gather(*[await producer.send(sink, key=key, value=value) for key, value in sends])
-                for key, value in states:  # after what they say was applied is acknowledged, as the agents do
-                    await producer.send(sink, key=key, value=value)
-            if code is not None and asyncio.get_running_loop().time() - committed > 3.0:
-                await producer.flush()
+            if code is not None and (asyncio.get_running_loop().time() - committed >= settings.commit_interval_s
+                                     or code.pending() >= settings.max_pending_states):
+                # the states, after what their readings raised is acknowledged; then the offsets, as the loop does
+                await asyncio.gather(*[await producer.send(sink, key=key, value=value)
+                                       for key, value in code.checkpoint()])
                 await consumer.commit()
                 committed = asyncio.get_running_loop().time()
     finally:

@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     producer_compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
         default="none", description="Producer compression. 'none' on the broker's own machine or a fast LAN (it "
         "costs the worker CPU); lz4/zstd/snappy need their Python package installed, gzip does not.")
+    commit_interval_s: float = Field(default=30.0, gt=0, le=300, description="How often the readings loop stores the "
+                                     "states its readings changed and commits their offsets: a household's state is "
+                                     "written once per interval however many readings it had (Kafka Streams' "
+                                     "commit.interval.ms). A crash repeats up to this much input, never loses any.")
+    max_pending_states: int = Field(default=16384, ge=1, description="Store and commit sooner once this many "
+                                    "households' states wait: their monitors are held in memory until then, beside "
+                                    "the cache's.")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535, description="Metrics (/metrics) and health (/health).")
     # Ingest

@@ -1,9 +1,9 @@
 """What the batched stages share: the size of a batch and waiting for the broker's acknowledgements.
 
-The readings loop (:mod:`streams.readings_loop`) reads ``getmany`` batches: each state touched by a batch is
-loaded once, the batch's readings run against it, what they produced is sent and acknowledged by the broker,
-and then each state is written once. A crash inside a batch repeats its readings (each state keeps the offset
-it has applied up to, so the repeat is recognised), never loses one.
+The readings loop (:mod:`streams.readings_loop`) reads ``getmany`` batches: each state touched is loaded once,
+the batches' readings run against it, what they produced is sent and acknowledged by the broker, and then, at
+the next checkpoint, each state is written once. A crash before a checkpoint repeats the readings since the last
+one (each state keeps the offset it has applied up to, so the repeat is recognised), never loses one.
 """
 
 from __future__ import annotations

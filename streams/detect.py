@@ -3,13 +3,13 @@
 One :class:`~detectors.monitor.HouseholdMonitor` per household, the same code ``elderwatch
 detect`` runs over a file (``detectors/offline.py``), fed each household's readings in the order
 ingest emitted them. Its state lives in the changelog ``detect-household-state`` (co-partitioned with
-readings.validated), rewritten after every batch that changed it, so a worker that takes over a partition
-continues exactly where the last one stopped.
+readings.validated), rewritten at every checkpoint of the readings loop after readings changed it, so a worker
+that takes over a partition continues exactly where the last one stopped.
 
 :class:`DetectStage` has no consumer: ingest hands it the readings it emitted in the same batch, once
 readings.validated has acknowledged them (their offsets there are the state's redelivery marks), and the
-readings loop's consumer group gives it outcomes and roster entries (:mod:`streams.readings_loop`). Per batch,
-in this order:
+readings loop's consumer group gives it outcomes and roster entries (:mod:`streams.readings_loop`). Steps 1-4
+per batch, step 5 per checkpoint, in this order:
 
 1. (a message read from readings.validated, :meth:`DetectStage.handle`: one that is not a ValidatedReading keyed
    by its household is dead-lettered, counted, never a crash);
@@ -19,13 +19,14 @@ in this order:
    and is skipped, so a restart neither loses nor repeats a warning nor feeds the monitor a reading twice;
 3. ``monitor.process(meter, ts, value)`` for each of the household's readings in partition order; if a
    detector raises, the reading is counted as failed and the household continues from the state
-   before it (its stored state with the batch's earlier readings applied again);
+   before it (its stored state with the readings since applied again);
 4. warnings to ``anomalies`` (key household_id, value ``AnomalyWarning`` JSON), and a
    ``condition_cleared`` command on ``tickets.warning`` for each episode that ended, all acknowledged by
    the broker before step 5;
-5. each household's new state record, dumped once for the batch, written to the changelog and acknowledged.
+5. each household's new state record, dumped once for all the readings since it was loaded, written to the
+   changelog and acknowledged; only then does the loop commit the readings' offsets.
 
-A crash between 4 and 5 re-sends that batch's warnings after restart (at least once; the
+A crash between 4 and 5 re-sends those warnings after restart (at least once; the
 ``warning_id`` is the idempotency key downstream). The other way round would lose them. The warnings
 and states are those of one reading at a time (the monitor does not know about batches).
 
@@ -33,10 +34,9 @@ Loading and dumping a monitor costs time (measured in ``elderwatch_detect_second
 by phase), so live monitors are also kept in memory (:class:`MonitorCache`). A cached
 monitor is used only while the table still holds the very record it produced; any other record
 (restored from the changelog after a rebalance, or written by another worker) is loaded instead,
-and a monitor is out of the cache while its batch runs, so an interrupted batch cannot leave a
-cached monitor ahead of the table.
-The table is still written for every batch that changed a household: the changelog is what makes a
-restart safe.
+and a monitor is out of the cache while it is open (until its state is stored), so an interruption cannot
+leave a cached monitor ahead of the table. The table is still written at every checkpoint for each household
+that changed: the changelog is what makes a restart safe.
 
 Feedback (issue 4) reaches the same stage as what the ticket stage *applied*: acks on
 ``tickets.feedback.ack`` by ``tickets``, result ``applied``, for a ``feedback`` command, with the ticket's
@@ -56,8 +56,8 @@ what was learned by local hour stays as it was: right for a household that moved
 by the zones' difference for a wrong zone corrected, until the detectors have relearned it). ``ELDERWATCH_HOUSEHOLDS_FILE`` is only the
 zone of a household's first monitor when the roster has not named one yet.
 
-Outcomes and roster entries are rare and handled one at a time: the batch's readings before them are stored
-first. Each goes through the guard (:mod:`streams.guard`): one the stage raises on is dead-lettered
+Outcomes and roster entries are rare and handled one at a time: the states of the readings before them are
+stored first. Each goes through the guard (:mod:`streams.guard`): one the stage raises on is dead-lettered
 ``processing_error`` and the stage goes on.
 """
 
@@ -254,12 +254,13 @@ class Step:
 
 @dataclass(slots=True)
 class OpenState:
-    """A household's monitor while a batch runs: the state it was loaded from and the readings applied since."""
+    """A household's monitor until its state is stored (a batch, or the loop's checkpoint): the state it was loaded
+    from and the readings applied since."""
 
     monitor: HouseholdMonitor
     offset: int  # of the last readings.validated message applied (-1: none yet)
     stored_record: bytes | None  # what the table held when the batch opened it
-    applied: list[tuple] = field(default_factory=list)  # ((meter, ts, value), offset before it) of this batch
+    applied: list[tuple] = field(default_factory=list)  # ((meter, ts, value), offset before it) since loaded
 
 
 class HouseholdStates:
@@ -298,12 +299,12 @@ class HouseholdStates:
 
     def apply(self, opened: "dict[str, OpenState]", reading: ValidatedReading,
               offset: int) -> tuple[list[AnomalyWarning], tuple[tuple[str, str], ...]] | None:
-        """Apply one reading of a batch to its household's monitor, opened once a batch in ``opened`` (household
+        """Apply one reading to its household's monitor, opened once until stored, in ``opened`` (household
         -> :class:`OpenState`): (warnings, episodes cleared), or None if the state already has the reading.
-        :meth:`steps` then gives each household's state to store, dumped once for the batch.
+        :meth:`steps` then gives each household's state to store, dumped once.
 
         If a detector raises, the exception propagates and the household continues from the state before this
-        reading: its stored state with the batch's earlier readings applied again (the monitor is
+        reading: its stored state with the readings since applied again (the monitor is
         deterministic, and what they raised was sent already).
         """
         household_id = reading.household_id
@@ -330,7 +331,7 @@ class HouseholdStates:
         return warnings, cleared
 
     def undo_last(self, opened: "dict[str, OpenState]", household_id: str) -> None:
-        """Take the household's last applied reading of this batch back (what it raised could not be sent: the
+        """Take the household's last applied reading back (what it raised could not be sent: the
         agent dead-letters the reading): the monitor and offset as before it, as if it had failed in a detector."""
         entry = opened.get(household_id)
         if entry is None or not entry.applied:
@@ -367,7 +368,7 @@ class HouseholdStates:
         return OpenState(monitor, offset, record)
 
     def _reopen(self, household_id: str, entry: "OpenState") -> HouseholdMonitor:
-        """The monitor as it was before the reading that raised: the stored state and the batch's readings before."""
+        """The monitor as it was before the reading that raised: the stored state and the readings applied since."""
         fresh = self._open(household_id)
         for args, _ in entry.applied:
             fresh.monitor.process(*args)
@@ -560,9 +561,9 @@ class DetectStage:
     (:mod:`streams.readings_loop`), and outcomes and roster entries from the same consumer group.
 
     ``send(topic, key, value, partition)`` is the loop's producer (awaiting it returns the future of the broker's
-    acknowledgement). :meth:`apply` applies readings of a batch, :meth:`store` writes what they changed; outcomes
-    and roster entries (:meth:`learn_from`, :meth:`follow_roster`) are handled one at a time, after the batch so
-    far is stored."""
+    acknowledgement). :meth:`apply` applies readings, holding each household's monitor open across batches;
+    :meth:`store` (the loop's checkpoint) writes each changed state once; outcomes and roster entries
+    (:meth:`learn_from`, :meth:`follow_roster`) are handled one at a time, after the states so far are stored."""
 
     def __init__(self, topics: DetectTopics, send, metrics: DetectMetrics, settings: Settings, *,
                  timezones: Mapping[str, str], clock: Callable[[], datetime], table: ChangelogTable | None = None,
@@ -617,8 +618,9 @@ class DetectStage:
         self.metrics.processed.inc()
 
     async def store(self) -> None:
-        """What the batch's readings raised is acknowledged by the broker, then each household's state is written
-        once and acknowledged: a crash in between repeats the readings (the state's offset is from before them)."""
+        """What the readings since the last store raised is acknowledged by the broker, then each household's state
+        is written once and acknowledged: a crash in between repeats the readings (the state's offset is from before
+        them)."""
         await delivered(self.sent)
         self.sent.clear()
         for step in self.states.steps(self.opened):

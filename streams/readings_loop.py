@@ -16,19 +16,22 @@ Ingest has two steps, each with its own guard (named for it in metrics and logs)
 
 Per batch (:meth:`IngestStage.run`): every message through its step; what the batch produced (re-keyed and
 validated readings, dead letters) acknowledged by the broker; the emitted readings through detection at the
-offsets readings.validated gave them, its warnings acknowledged and its states written; then each changed
-series state written once to its changelog (``<app_id>-ingest-series-state-changelog``, the record format
-faust's table wrote) and acknowledged; only then are the batch's offsets due for commit. Outcomes
-(``tickets.feedback.ack``) and roster entries, which detection reads too, are handled one at a time after the
-batch so far is stored. A crash anywhere in between repeats readings (duplicates that detection ignores: not
-newer than its meter's last), never loses one; a message the restored state has applied (by offset) is skipped,
-not judged again.
+offsets readings.validated gave them. Per checkpoint (:meth:`IngestStage.checkpoint`, every commit interval,
+sooner when caught up or when many monitors are held open, and before a rebalance): the warnings acknowledged,
+each detect state changed since the last checkpoint written once, then each changed series state
+(``<app_id>-ingest-series-state-changelog``, the record format faust's table wrote), all acknowledged; only then
+are the offsets committed. A household's state is written once a checkpoint however many readings it had (Kafka
+Streams' state stores do the same per commit interval): writing it was most of the worker's work per reading.
+Outcomes (``tickets.feedback.ack``) and roster entries, which detection reads too, are handled one at a time after
+the detect states so far are stored. A crash anywhere in between repeats readings (duplicates that detection
+ignores: not newer than its meter's last), never loses one; a message the restored state has applied (by offset)
+is skipped, not judged again.
 
 The consumer group (``<app_id>-readings``) uses the range assignor: with every topic of one partition count, a
 worker gets the same partition numbers of each, so a household's direct raw messages, its re-keyed ones, its
 outcomes and roster entries meet the one series and detect state that partition holds. On assignment a worker
 reads the new partitions' changelogs before it reads their messages (:class:`ReadingsLoop`); on revocation it
-finishes the batch in hand, commits and drops those states. A bad message never stops the stage: every rejection goes to ``readings.deadletter``, and
+finishes the batch in hand, stores the states, commits and drops those states. A bad message never stops the stage: every rejection goes to ``readings.deadletter``, and
 a message a step raises on (a bug) is dead-lettered ``processing_error`` by the guard (:mod:`streams.guard`).
 A failure of the broker ends the session (nothing of the failed batch committed) and a new one starts from the
 committed offsets and the changelog.
@@ -155,6 +158,7 @@ class IngestStage:
         self.limits = settings.ingest_limits()
         #: partition -> series key -> state: the partitions of readings.by-household this worker holds
         self.series: dict[int, dict[str, SeriesState]] = {}
+        self.changed: dict[str, int] = {}  # series key -> its partition: changed since the last checkpoint
         self.agent_metrics = AgentMetrics.of(metrics.registry)
         self._no_enrolment = Enrolment()
         self._warned: set[str] = set()
@@ -177,8 +181,9 @@ class IngestStage:
 
     # -- a batch -------------------------------------------------------------------------------
     async def run(self, messages: Iterable[Message]) -> None:
-        """Every message through its step; the outputs acknowledged; then each changed state written and
-        acknowledged. Raises only if the broker fails (then nothing of the batch may be committed)."""
+        """Every message through its step; the outputs acknowledged; the emitted readings through detection. The
+        states they changed wait for :meth:`checkpoint`. Raises only if the broker fails (then nothing of the batch
+        may be committed)."""
         batch = _Batch()
         for message in messages:
             source = Source(message.topic, message.partition, message.offset, message.timestamp)
@@ -194,21 +199,35 @@ class IngestStage:
         await self._finish(batch)
 
     async def _finish(self, batch: _Batch) -> None:
-        """The batch's outputs acknowledged; its readings through detection (at the offsets readings.validated gave
-        them) and the detect states stored; then the series states. In that order: a crash after the detect states
-        and before the series states makes ingest emit the readings again, which the monitors pass over (not newer
-        than their meter's last); the other way round they would never reach detection."""
+        """The batch's outputs acknowledged; its readings through detection, at the offsets readings.validated gave
+        them. The series states it changed join those waiting for :meth:`checkpoint`."""
         await delivered(batch.sent)
-        if self.detect is not None and batch.emitted:
+        if self.detect is not None:
             for reading, sent in batch.emitted:
                 await self.detect.apply(reading, sent.result().offset)
+        self.changed.update(batch.changed)
+
+    def pending(self) -> int:
+        """Households whose monitors are held open until :meth:`checkpoint` (series states are small: not counted)."""
+        return len(self.detect.opened) if self.detect is not None else 0
+
+    async def checkpoint(self) -> None:
+        """Store every state changed since the last checkpoint, each once: the detect states (after what their
+        readings raised is acknowledged), then the series states, each acknowledged. The loop commits offsets only
+        after one, so a household's state is written once per commit interval however many readings it had.
+
+        Detect states first: a crash after them and before the series states makes ingest emit those readings
+        again, which the monitors pass over (not newer than their meter's last); the other way round the readings
+        would never reach detection."""
+        if self.detect is not None:
             await self.detect.store()
         written = []
-        for key, partition in batch.changed.items():
+        for key, partition in self.changed.items():
             state = self.series[partition][key]
             written.append(await self.send(self.topics.changelog, changelog_key(key), orjson.dumps(state.to_json()),
                                            partition))
         await delivered(written)
+        self.changed.clear()
 
     # -- ingest-validate -----------------------------------------------------------------------
     async def _enrolment(self) -> Enrolment:
@@ -359,6 +378,7 @@ class IngestStage:
     def drop(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
             self.series.pop(partition, None)
+        self.changed = {key: p for key, p in self.changed.items() if p in self.series}
 
 
 class ReadingsLoop:
@@ -367,13 +387,17 @@ class ReadingsLoop:
 
     def __init__(self, settings: Settings, topics: IngestTopics, metrics: IngestMetrics, *,
                  clock: Callable[[], datetime], enrolment_reader=None, batch_size: int = BATCH_SIZE,
-                 commit_interval_s: float = 1.0, detect_factory=None, detect_changelog: str | None = None) -> None:
+                 commit_interval_s: float | None = None, max_pending: int | None = None, detect_factory=None,
+                 detect_changelog: str | None = None) -> None:
         """``detect_factory(send)`` makes each session's :class:`streams.detect.DetectStage` (its states are
-        recovered from ``detect_changelog``); without one, the loop runs ingest alone."""
+        recovered from ``detect_changelog``); without one, the loop runs ingest alone. States are stored and offsets
+        committed every ``commit_interval_s``, or sooner once ``max_pending`` states wait (default: the settings')."""
         self.settings, self.topics, self.metrics, self.clock = settings, topics, metrics, clock
         self.detect_factory, self.detect_changelog = detect_factory, detect_changelog
         self.detect = None  # this session's DetectStage
-        self.enrolment_reader, self.batch_size, self.commit_interval_s = enrolment_reader, batch_size, commit_interval_s
+        self.enrolment_reader, self.batch_size = enrolment_reader, batch_size
+        self.commit_interval_s = settings.commit_interval_s if commit_interval_s is None else commit_interval_s
+        self.max_pending = settings.max_pending_states if max_pending is None else max_pending
         self.group = f"{settings.app_id}-readings"
         self.counts = PartitionCounts(settings.kafka_bootstrap_servers, topics.raw, topics.by_household)
         self.stage: IngestStage | None = None
@@ -385,6 +409,7 @@ class ReadingsLoop:
         self.committed: dict = {}  # TopicPartition -> committed offset (for the lag)
         self._consumer = None
         self._warming: asyncio.Task | None = None
+        self._broken = False  # a batch of this session raised: its states may disagree, store nothing more
 
     async def run(self) -> None:
         while True:
@@ -426,7 +451,7 @@ class ReadingsLoop:
             self.stage = IngestStage(self.topics, send, self.metrics, s, clock=self.clock,
                                      enrolment_reader=self.enrolment_reader, partition_counts=self.counts.get,
                                      detect=self.detect)
-            self._held, self._done, self.committed = set(), {}, {}
+            self._held, self._done, self.committed, self._broken = set(), {}, {}, False
             topics = [self.topics.raw, self.topics.by_household]
             if self.detect is not None:  # what detection reads besides the readings ingest hands it
                 topics += [t for t in (self.topics.feedback_acks, self.topics.roster) if t is not None]
@@ -459,17 +484,44 @@ class ReadingsLoop:
                 messages = [Message(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
                             for tp, records in fetched.items() if tp in self._held for r in records]
                 if messages:
-                    await self.stage.run(messages)
-                    for tp, records in fetched.items():
-                        if tp in self._held and records:
-                            self._done[tp] = records[-1].offset + 1
-            if self._done and time.monotonic() - last_commit >= self.commit_interval_s:
+                    try:
+                        await self._run_batch(messages)
+                    finally:
+                        if not self._broken:  # finished, maybe while the loop was being stopped
+                            for tp, records in fetched.items():
+                                if tp in self._held and records:
+                                    self._done[tp] = records[-1].offset + 1
+            # Every interval, or sooner when many monitors are held open, or when caught up (nothing came: idle)
+            if self._done and (not fetched or time.monotonic() - last_commit >= self.commit_interval_s
+                               or self.stage.pending() >= self.max_pending):
                 async with self._lock:
                     await self._commit(consumer)
                 last_commit = time.monotonic()
 
+    async def _run_batch(self, messages: list[Message]) -> None:
+        """A batch to its end, even when the loop is stopped meanwhile (SIGTERM), so the last checkpoint stores states
+        that agree with each other. A batch that raised leaves them disagreeing (ingest's series states ahead of what
+        detection got): the session then stores and commits nothing more, and the next one reads it all again."""
+        batch = asyncio.ensure_future(self.stage.run(messages))
+        try:
+            await asyncio.shield(batch)
+        except asyncio.CancelledError:
+            try:
+                await batch
+            except Exception:  # noqa: BLE001 - the stop goes on; what matters is not to store what it left
+                self._broken = True
+            raise
+        except Exception:
+            self._broken = True
+            raise
+
     async def _commit(self, consumer) -> None:
-        """Commit what was processed and stored (call with the lock held)."""
+        """Store the changed states (:meth:`IngestStage.checkpoint`), then commit what was processed (call with the
+        lock held). Nothing after a batch that raised (:meth:`_run_batch`)."""
+        if self._broken:
+            return
+        if self.stage is not None:
+            await self.stage.checkpoint()
         if not self._done:
             return
         done = dict(self._done)

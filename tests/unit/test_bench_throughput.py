@@ -80,16 +80,20 @@ def test_the_floor_row_sits_last_with_its_cpu_per_reading():
     assert "| 1,000 | 0.2 of CPU | 4,000 | 100% | 1.00 | 0.25 ms of CPU | – |" in table[-1]
 
 
-def test_a_batch_writes_each_state_once_after_sending_what_its_readings_became(tmp_path):
+def test_a_checkpoint_writes_each_state_once_however_many_batches_changed_it(tmp_path):
     sim = simulate(households=2, days=1, seed=6, out_dir=tmp_path, anomaly_rate=0, warmup_days=0)
     messages = sorted(canonical_messages(sim.out_dir / "readings.csv"), key=lambda m: m.ts)[:40]
     code = WorkerCode()
-    sends, records = code.run([(offset, m.key, m.value) for offset, m in enumerate(messages)])
+    numbered = [(offset, m.key, m.value) for offset, m in enumerate(messages)]
+    sends = code.run(numbered[:20]) + code.run(numbered[20:])  # two batches, each with both households
     households = {m.key for m in messages}
     assert len(sends) == len(messages)  # each reading validated, none raised a warning on its first day
+    assert code.pending() == len(households)
+    records = code.checkpoint()
     keys = [key for key, _ in records]
     assert len(keys) == len(set(keys)) == 3 * len(households)  # per household: two series states and its monitor
     assert households <= set(keys)
+    assert code.pending() == 0 and code.checkpoint() == []
     assert code.counts()["detect"]["processed"] == len(messages)
-    again, _ = code.run([(offset, m.key, m.value) for offset, m in enumerate(messages)])
+    again = code.run(numbered)
     assert again == [] and code.counts()["ingest"]["duplicates"] == len(messages)  # a re-send is not a reading

@@ -82,7 +82,7 @@ def direct(household: str, i: int, offset: int, meter: str = "water") -> Message
     return Message(TOPICS.raw, partition_of(household), offset, None, household.encode(), reading(household, i, meter))
 
 
-def test_a_batch_writes_each_changed_series_once_to_its_partition_after_its_outputs_are_acknowledged():
+def test_a_checkpoint_writes_each_changed_series_once_to_its_partition_after_the_batches_outputs():
     broker = Broker()
     stage = stage_with(broker)
     households = ["hh-000001", "hh-000002", "hh-000003"]
@@ -90,12 +90,16 @@ def test_a_batch_writes_each_changed_series_once_to_its_partition_after_its_outp
 
     async def main():
         broker.hold = True  # the outputs' acknowledgements do not come until released
-        running = asyncio.ensure_future(stage.run(messages))
+        running = asyncio.ensure_future(stage.run(messages[:9]))
         for _ in range(20):
             await asyncio.sleep(0)
-        assert len(broker.on(TOPICS.validated)) == 15 and broker.on(TOPICS.changelog) == []  # waits for the acks
+        assert len(broker.on(TOPICS.validated)) == 9 and not running.done()  # the batch waits for its acks
         broker.release()
         await asyncio.wait_for(running, 5)
+        await stage.run(messages[9:])  # a second batch changes the same series again
+        assert broker.on(TOPICS.changelog) == []  # states wait for the checkpoint
+        await stage.checkpoint()
+        await stage.checkpoint()  # nothing changed since: nothing written
 
     asyncio.run(main())
     written = broker.on(TOPICS.changelog)
@@ -132,6 +136,7 @@ def test_a_message_read_again_after_a_restore_is_skipped_not_judged_again():
     stage = stage_with(broker, metrics)
     messages = [direct("hh-000009", i, offset=i) for i in range(6)]
     asyncio.run(stage.run(messages))
+    asyncio.run(stage.checkpoint())
     changelog = [(key, value) for key, value, _ in broker.on(TOPICS.changelog)]
 
     again, again_broker = None, Broker()
@@ -182,8 +187,14 @@ def test_detect_gets_each_emitted_reading_at_its_validated_offset_and_its_state_
     stage = stage_with(broker)
     stage.detect = detect
     households = ["hh-000001", "hh-000002"]
-    asyncio.run(stage.run([direct(h, i, offset=i) for i in range(4) for h in households]))
+    async def main():
+        await stage.run([direct(h, i, offset=i) for i in range(2) for h in households])
+        await stage.run([direct(h, i, offset=i) for i in range(2, 4) for h in households])
+        assert stage.pending() == len(households)  # opened in the first batch, held through the second
+        await stage.checkpoint()
+        assert stage.pending() == 0
 
+    asyncio.run(main())
     names = [name for name, *_ in broker.sent]
     assert names.index("detect-changelog") > max(i for i, n in enumerate(names) if n == TOPICS.validated)
     assert max(i for i, n in enumerate(names) if n == "detect-changelog") < names.index(TOPICS.changelog)

@@ -1,0 +1,139 @@
+"""When the readings loop stores its states and commits: every commit interval, sooner when it has caught up (a fetch
+came back empty) or holds many households open, and never commits an offset before a checkpoint stored the states
+behind it. A stop lets the batch in hand finish; after a batch that raised, nothing more is stored. Driven with a
+consumer and a stage of our own: no broker.
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from aiokafka.structs import TopicPartition
+
+from elderwatch.settings import Settings
+from streams.metrics import IngestMetrics
+from streams.readings_loop import IngestTopics, ReadingsLoop
+
+TOPICS = IngestTopics("readings.raw", "readings.by-household", "readings.validated", "readings.deadletter",
+                      "series-changelog")
+RAW = TopicPartition("readings.raw", 0)
+
+
+class Stop(Exception):
+    """The scripted fetches are used up."""
+
+
+class Consumer:
+    """Gives the scripted fetches (``None``: an empty one), records each commit with what was stored before it."""
+
+    def __init__(self, fetches: list, stage: "Stage") -> None:
+        self.fetches, self.stage, self.commits = list(fetches), stage, []
+
+    async def getmany(self, timeout_ms, max_records):
+        if not self.fetches:
+            raise Stop
+        offsets = self.fetches.pop(0)
+        if offsets is None:
+            return {}
+        return {RAW: [SimpleNamespace(topic=RAW.topic, partition=0, offset=o, timestamp=0, key=b"h", value=b"{}")
+                      for o in offsets]}
+
+    async def commit(self, offsets):
+        self.commits.append((dict(offsets), self.stage.stored))
+
+
+class Stage:
+    """Counts readings held open (one household each) and how many were stored at each checkpoint."""
+
+    def __init__(self) -> None:
+        self.open, self.stored, self.checkpoints = 0, 0, 0
+
+    async def run(self, messages):
+        self.open += len(messages)
+
+    def pending(self) -> int:
+        return self.open
+
+    async def checkpoint(self):
+        self.checkpoints += 1
+        self.stored += self.open
+        self.open = 0
+
+
+def consume(fetches: list, *, interval: float, max_pending: int = 1000) -> tuple[Consumer, Stage]:
+    loop = ReadingsLoop(Settings(), TOPICS, IngestMetrics(), clock=lambda: None, commit_interval_s=interval,
+                        max_pending=max_pending)
+    stage = loop.stage = Stage()
+    consumer = Consumer(fetches, stage)
+    loop._held = {RAW}
+    with pytest.raises(Stop):
+        asyncio.run(loop._consume(consumer))
+    return consumer, stage
+
+
+def test_busy_batches_wait_for_the_interval_and_an_empty_fetch_checkpoints_at_once():
+    consumer, stage = consume([[0, 1], [2, 3], [4], None, None], interval=3600)
+    # three busy batches, no commit; caught up: stored, then committed up to the last offset; nothing new after
+    assert consumer.commits == [({RAW: 5}, 5)]
+    assert stage.checkpoints == 1
+
+
+def test_many_households_open_checkpoint_before_the_interval():
+    consumer, _ = consume([[0, 1, 2], [3, 4, 5], [6]], interval=3600, max_pending=4)
+    assert consumer.commits == [({RAW: 6}, 6)]  # the second batch reached 4 open: stored and committed
+
+
+def test_the_interval_alone_checkpoints_a_stream_that_never_pauses():
+    consumer, _ = consume([[0], [1], [2]], interval=0.0)
+    assert [offsets for offsets, _ in consumer.commits] == [{RAW: 1}, {RAW: 2}, {RAW: 3}]
+    assert all(stored == offsets[RAW] for offsets, stored in consumer.commits)  # each offset's states stored first
+
+
+def loop_with(stage) -> ReadingsLoop:
+    loop = ReadingsLoop(Settings(), TOPICS, IngestMetrics(), clock=lambda: None, commit_interval_s=3600)
+    loop.stage, loop._held = stage, {RAW}
+    return loop
+
+
+class SlowStage(Stage):
+    """A batch that takes a while (awaiting the broker's acknowledgements), then ends or raises."""
+
+    def __init__(self, fails: bool = False) -> None:
+        super().__init__()
+        self.started, self.fails = asyncio.Event(), fails
+
+    async def run(self, messages):
+        self.started.set()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        if self.fails:
+            raise ConnectionError("the broker went away mid-batch")
+        await super().run(messages)
+
+
+def test_a_stop_in_the_middle_of_a_batch_lets_it_finish_and_the_last_commit_covers_it():
+    stage = SlowStage()
+    loop = loop_with(stage)
+    consumer = Consumer([[0, 1, 2]], stage)
+
+    async def main():
+        running = asyncio.ensure_future(loop._consume(consumer))
+        await stage.started.wait()
+        running.cancel()  # SIGTERM: faust cancels the loop's task
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await loop._commit(consumer)  # what the session does on its way out
+
+    asyncio.run(main())
+    assert consumer.commits == [({RAW: 3}, 3)]  # the batch ran to its end, was stored, then committed
+
+
+def test_after_a_batch_that_raised_nothing_is_stored_or_committed():
+    stage = SlowStage(fails=True)
+    loop = loop_with(stage)
+    consumer = Consumer([[0, 1, 2]], stage)
+    with pytest.raises(ConnectionError):
+        asyncio.run(loop._consume(consumer))
+    asyncio.run(loop._commit(consumer))
+    assert stage.checkpoints == 0 and consumer.commits == []  # the next session reads it all again
