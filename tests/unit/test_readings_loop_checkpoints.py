@@ -1,7 +1,7 @@
 """When the readings loop stores its states and commits: every commit interval, sooner when it has caught up (a fetch
 came back empty) or holds many households open, and never commits an offset before a checkpoint stored the states
 behind it. A stop lets the batch in hand finish; after a batch that raised, nothing more is stored. Driven with a
-consumer and a stage of our own: no broker.
+consumer and a stage of our own: no broker."""
 
 from __future__ import annotations
 
