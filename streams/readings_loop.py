@@ -485,7 +485,7 @@ class ReadingsLoop:
                             for tp, records in fetched.items() if tp in self._held for r in records]
                 if messages:
                     try:
-                        await self._run_batch(messages)
+                        await self._unbroken(self.stage.run(messages))
                     finally:
                         if not self._broken:  # finished, maybe while the loop was being stopped
                             for tp, records in fetched.items():
@@ -498,16 +498,17 @@ class ReadingsLoop:
                     await self._commit(consumer)
                 last_commit = time.monotonic()
 
-    async def _run_batch(self, messages: list[Message]) -> None:
-        """A batch to its end, even when the loop is stopped meanwhile (SIGTERM), so the last checkpoint stores states
-        that agree with each other. A batch that raised leaves them disagreeing (ingest's series states ahead of what
-        detection got): the session then stores and commits nothing more, and the next one reads it all again."""
-        batch = asyncio.ensure_future(self.stage.run(messages))
+    async def _unbroken(self, work: Awaitable[None]) -> None:
+        """``work`` (a batch, a checkpoint) to its end, even when the loop is stopped meanwhile (SIGTERM), so the last
+        checkpoint stores states that agree with each other. If it raises, they may not (ingest's series states
+        ahead of what detection got, detect states taken for writing and not written): the session then stores and
+        commits nothing more, and the next one reads it all again from the last commit."""
+        task = asyncio.ensure_future(work)
         try:
-            await asyncio.shield(batch)
+            await asyncio.shield(task)
         except asyncio.CancelledError:
             try:
-                await batch
+                await task
             except Exception:  # noqa: BLE001 - the stop goes on; what matters is not to store what it left
                 self._broken = True
             raise
@@ -517,11 +518,11 @@ class ReadingsLoop:
 
     async def _commit(self, consumer) -> None:
         """Store the changed states (:meth:`IngestStage.checkpoint`), then commit what was processed (call with the
-        lock held). Nothing after a batch that raised (:meth:`_run_batch`)."""
+        lock held). Nothing after a batch or a checkpoint that raised (:meth:`_unbroken`)."""
         if self._broken:
             return
         if self.stage is not None:
-            await self.stage.checkpoint()
+            await self._unbroken(self.stage.checkpoint())
         if not self._done:
             return
         done = dict(self._done)

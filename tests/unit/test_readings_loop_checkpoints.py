@@ -137,3 +137,18 @@ def test_after_a_batch_that_raised_nothing_is_stored_or_committed():
         asyncio.run(loop._consume(consumer))
     asyncio.run(loop._commit(consumer))
     assert stage.checkpoints == 0 and consumer.commits == []  # the next session reads it all again
+
+
+def test_after_a_checkpoint_that_raised_nothing_is_committed():
+    class FailingCheckpoint(Stage):
+        async def checkpoint(self):
+            self.checkpoints += 1
+            raise ConnectionError("the broker went away while the states were written")
+
+    stage = FailingCheckpoint()
+    loop = loop_with(stage)
+    consumer = Consumer([[0, 1], None], stage)
+    with pytest.raises(ConnectionError):
+        asyncio.run(loop._consume(consumer))  # caught up: the checkpoint fails
+    asyncio.run(loop._commit(consumer))  # the session's way out
+    assert stage.checkpoints == 1 and consumer.commits == []
