@@ -145,13 +145,16 @@ class IngestStage:
     def __init__(self, topics: IngestTopics, send: Send, metrics: IngestMetrics, settings: Settings, *,
                  clock: Callable[[], datetime], enrolment_reader=None,
                  partition_counts: Callable[[], Awaitable[dict[str, int]]] | None = None,
-                 partition_of=None, detect=None) -> None:
+                 partition_of=None, detect=None,
+                 still_in_group: Callable[[], Awaitable[None]] | None = None) -> None:
         """``enrolment_reader`` (a :class:`streams.enrolment.EnrolmentReader`) maps meter ids; without one, every
         reading that names a meter is ``unknown_meter``. ``partition_counts()`` gives the two topics' partition
         counts (the broker's, read once); without it nothing takes the direct route. ``detect`` (a
-        :class:`streams.detect.DetectStage`) is given every emitted reading in the same batch."""
+        :class:`streams.detect.DetectStage`) is given every emitted reading in the same batch.
+        ``still_in_group()`` raises if this worker no longer owns its partitions: asked before an outcome or a
+        roster entry writes detect states in the middle of a batch."""
         self.topics, self.send, self.metrics, self.settings, self.clock = topics, send, metrics, settings, clock
-        self.detect = detect
+        self.detect, self.still_in_group = detect, still_in_group
         self._others = {topics.feedback_acks, topics.roster} - {None}
         self.enrolment_reader = enrolment_reader
         self.partition_counts, self.partition_of = partition_counts, partition_of or DefaultPartitioner()
@@ -190,6 +193,8 @@ class IngestStage:
             if message.topic in self._others:  # an outcome or a roster entry: the detect stage's, after the batch
                 await self._finish(batch)
                 batch = _Batch()
+                if self.still_in_group is not None:
+                    await self.still_in_group()
                 await self.detect.handle_other(message.value, message.key, source)
                 continue
             routed = message.topic == self.topics.by_household
@@ -410,6 +415,7 @@ class ReadingsLoop:
         self._consumer = None
         self._warming: asyncio.Task | None = None
         self._broken = False  # a batch of this session raised: its states may disagree, store nothing more
+        self._left = False  # this session's worker was found out of its group: end the session
 
     async def run(self) -> None:
         while True:
@@ -418,6 +424,8 @@ class ReadingsLoop:
                 await self._session()
             except asyncio.CancelledError:
                 raise
+            except LeftTheGroup:  # said when found out: join again at once, restore everything from the changelog
+                self.running = False
             except Exception as exc:  # noqa: BLE001 - the broker failed: start again from what was committed
                 # the type only, as everywhere: a message may quote a household's data
                 log.error("the readings loop stopped (%s); starting again from the committed offsets",
@@ -448,10 +456,14 @@ class ReadingsLoop:
                 return await producer.send(topic, value, key=key, partition=partition)
 
             self.detect = self.detect_factory(send) if self.detect_factory is not None else None
+            async def still_in_group() -> None:
+                if not await self._still_in_group(consumer):
+                    raise LeftTheGroup
+
             self.stage = IngestStage(self.topics, send, self.metrics, s, clock=self.clock,
                                      enrolment_reader=self.enrolment_reader, partition_counts=self.counts.get,
-                                     detect=self.detect)
-            self._held, self._done, self.committed, self._broken = set(), {}, {}, False
+                                     detect=self.detect, still_in_group=still_in_group)
+            self._held, self._done, self.committed, self._broken, self._left = set(), {}, {}, False, False
             topics = [self.topics.raw, self.topics.by_household]
             if self.detect is not None:  # what detection reads besides the readings ingest hands it
                 topics += [t for t in (self.topics.feedback_acks, self.topics.roster) if t is not None]
@@ -481,6 +493,8 @@ class ReadingsLoop:
         while True:
             fetched = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
             async with self._lock:
+                if self._left:  # found out of its group (maybe in a rebalance's callback): what it holds is void
+                    raise LeftTheGroup
                 messages = [Message(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
                             for tp, records in fetched.items() if tp in self._held for r in records]
                 if messages:
@@ -518,14 +532,15 @@ class ReadingsLoop:
 
     async def _commit(self, consumer) -> None:
         """Store the changed states (:meth:`IngestStage.checkpoint`), then commit what was processed (call with the
-        lock held). Nothing after a batch or a checkpoint that raised (:meth:`_unbroken`)."""
-        if self._broken:
+        lock held). Nothing after a batch or a checkpoint that raised (:meth:`_unbroken`), and nothing once this
+        worker is found out of its group (:meth:`_still_in_group`)."""
+        if self._broken or not self._done:  # nothing processed since the last commit: no state changed either
+            return
+        done = dict(self._done)
+        if not await self._still_in_group(consumer):
             return
         if self.stage is not None:
             await self._unbroken(self.stage.checkpoint())
-        if not self._done:
-            return
-        done = dict(self._done)
         try:
             await consumer.commit(done)
         except Exception as exc:  # noqa: BLE001 - e.g. a rebalance took the partitions: their new owner re-reads
@@ -536,6 +551,23 @@ class ReadingsLoop:
             self.committed[tp] = offset
             if self._done.get(tp) == offset:
                 del self._done[tp]
+
+    async def _still_in_group(self, consumer) -> bool:
+        """Does the group still count this worker as the owner of its partitions? Asked before any state is written
+        (a checkpoint, an outcome), by committing the offsets committed last once more (the broker refuses a commit
+        from a member it has dropped). A worker paused past its session timeout (a frozen VM, SIGSTOP) wakes up holding
+        states its partitions' new owner has gone past, from the same committed offsets: stored on the changelog,
+        a household's series state from one worker and its detect state from the other would disagree (readings
+        skipped by ingest that detection never saw). So a worker out of its group stores nothing, and the session
+        ends (:class:`LeftTheGroup`): the next one joins again and restores every state from the changelog."""
+        try:
+            await consumer.commit({tp: self.committed[tp] for tp in self._held})
+            return True
+        except Exception as exc:  # noqa: BLE001 - CommitFailedError (dropped), or a broker that cannot say
+            log.warning("the readings loop could not confirm its partitions (%s): it stores none of the states it "
+                        "holds and starts again from the committed offsets and the changelog", type(exc).__name__)
+            self._broken = self._left = True
+            return False
 
     async def on_revoked(self, consumer, revoked) -> None:
         if self._warming is not None:
@@ -556,6 +588,8 @@ class ReadingsLoop:
 
     async def on_assigned(self, consumer, assigned) -> None:
         async with self._lock:
+            if self._left:  # the session is ending: the next one restores
+                return
             started = time.monotonic()
             wanted = {tp.partition for tp in assigned if tp.topic == self.topics.by_household}
             new = sorted(wanted - set(self.stage.series))
@@ -573,8 +607,10 @@ class ReadingsLoop:
                     table.restore(records, stale)
                 self._warming = asyncio.ensure_future(self._warm(self.detect))
             for tp in assigned:
-                if tp not in self.committed:
-                    self.committed[tp] = await consumer.committed(tp) or 0
+                if tp not in self.committed:  # nothing committed yet: where auto_offset_reset starts, the log's start
+                    committed = await consumer.committed(tp)
+                    self.committed[tp] = (committed if committed is not None
+                                          else (await consumer.beginning_offsets([tp]))[tp])
             self._held = set(assigned)
             self.recovered = True
             if new:
@@ -618,6 +654,11 @@ class ReadingsLoop:
             if end is not None:
                 lags[tp.topic] = lags.get(tp.topic, 0) + max(0, end - self.committed.get(tp, 0))
         return lags
+
+
+class LeftTheGroup(Exception):
+    """The consumer group no longer counts this worker in (its partitions may have another owner): the session ends
+    without storing what it held, and the next one starts from the committed offsets and the changelog."""
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -717,5 +758,5 @@ def start_readings_loop(app, topics, metrics: IngestMetrics, settings: Settings,
     return loop
 
 
-__all__ = ["IngestStage", "IngestTopics", "Message", "ReadingsLoop", "carry_over_offsets", "changelog_key",
+__all__ = ["IngestStage", "IngestTopics", "LeftTheGroup", "Message", "ReadingsLoop", "carry_over_offsets", "changelog_key",
            "parse_routed", "read_changelog", "start_readings_loop"]

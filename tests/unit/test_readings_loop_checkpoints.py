@@ -9,11 +9,12 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
 
 from elderwatch.settings import Settings
 from streams.metrics import IngestMetrics
-from streams.readings_loop import IngestTopics, ReadingsLoop
+from streams.readings_loop import IngestStage, IngestTopics, LeftTheGroup, Message, ReadingsLoop
 
 TOPICS = IngestTopics("readings.raw", "readings.by-household", "readings.validated", "readings.deadletter",
                       "series-changelog")
@@ -25,10 +26,13 @@ class Stop(Exception):
 
 
 class Consumer:
-    """Gives the scripted fetches (``None``: an empty one), records each commit with what was stored before it."""
+    """Gives the scripted fetches (``None``: an empty one), records each commit with what was stored before it, and
+    counts apart the loop's membership checks (the offsets committed last, committed again). ``dropped``: the group
+    no longer counts this worker in, so every commit is refused as the broker refuses it."""
 
-    def __init__(self, fetches: list, stage: "Stage") -> None:
-        self.fetches, self.stage, self.commits = list(fetches), stage, []
+    def __init__(self, fetches: list, stage: "Stage", *, dropped: bool = False) -> None:
+        self.fetches, self.stage, self.commits, self.dropped = list(fetches), stage, [], dropped
+        self.last, self.checks = {RAW: 0}, []
 
     async def getmany(self, timeout_ms, max_records):
         if not self.fetches:
@@ -40,7 +44,13 @@ class Consumer:
                       for o in offsets]}
 
     async def commit(self, offsets):
+        if self.dropped:
+            raise CommitFailedError("the group has already rebalanced")
+        if offsets == self.last:
+            self.checks.append(self.stage.stored)
+            return
         self.commits.append((dict(offsets), self.stage.stored))
+        self.last = dict(offsets)
 
 
 class Stage:
@@ -60,13 +70,16 @@ class Stage:
         self.stored += self.open
         self.open = 0
 
+    def drop(self, partitions):
+        self.open = 0
+
 
 def consume(fetches: list, *, interval: float, max_pending: int = 1000) -> tuple[Consumer, Stage]:
     loop = ReadingsLoop(Settings(), TOPICS, IngestMetrics(), clock=lambda: None, commit_interval_s=interval,
                         max_pending=max_pending)
     stage = loop.stage = Stage()
     consumer = Consumer(fetches, stage)
-    loop._held = {RAW}
+    loop._held, loop.committed = {RAW}, {RAW: 0}
     with pytest.raises(Stop):
         asyncio.run(loop._consume(consumer))
     return consumer, stage
@@ -77,6 +90,7 @@ def test_busy_batches_wait_for_the_interval_and_an_empty_fetch_checkpoints_at_on
     # three busy batches, no commit; caught up: stored, then committed up to the last offset; nothing new after
     assert consumer.commits == [({RAW: 5}, 5)]
     assert stage.checkpoints == 1
+    assert consumer.checks == [0]  # the group was asked before anything was stored
 
 
 def test_many_households_open_checkpoint_before_the_interval():
@@ -92,7 +106,7 @@ def test_the_interval_alone_checkpoints_a_stream_that_never_pauses():
 
 def loop_with(stage) -> ReadingsLoop:
     loop = ReadingsLoop(Settings(), TOPICS, IngestMetrics(), clock=lambda: None, commit_interval_s=3600)
-    loop.stage, loop._held = stage, {RAW}
+    loop.stage, loop._held, loop.committed = stage, {RAW}, {RAW: 0}
     return loop
 
 
@@ -152,3 +166,61 @@ def test_after_a_checkpoint_that_raised_nothing_is_committed():
         asyncio.run(loop._consume(consumer))  # caught up: the checkpoint fails
     asyncio.run(loop._commit(consumer))  # the session's way out
     assert stage.checkpoints == 1 and consumer.commits == []
+
+
+def test_a_worker_out_of_its_group_stores_nothing_and_ends_its_session():
+    # Paused past its session timeout: its partitions went to another worker, which started again from the same
+    # committed offsets. What this one holds must not reach the changelog beside what the other writes.
+    stage = Stage()
+    loop = loop_with(stage)
+    consumer = Consumer([[0, 1], None, [2]], stage, dropped=True)
+    with pytest.raises(LeftTheGroup):
+        asyncio.run(loop._consume(consumer))
+    asyncio.run(loop._commit(consumer))  # the session's way out
+    assert stage.checkpoints == 0 and consumer.commits == []
+    assert stage.open == 2 and not consumer.fetches  # the batch fetched after the refusal was not processed
+
+
+def test_found_out_in_a_rebalance_the_states_are_dropped_unstored_and_the_session_ends():
+    stage = Stage()
+    loop = loop_with(stage)
+    consumer = Consumer([[0, 1], [2]], stage)
+
+    async def main():
+        await loop._consume(consumer)  # raises Stop once the two fetches are used: no checkpoint due (interval)
+
+    with pytest.raises(Stop):
+        asyncio.run(main())
+    assert stage.open == 3
+    consumer.dropped = True  # meanwhile the group dropped it; rejoining, aiokafka revokes what it held
+    asyncio.run(loop.on_revoked(consumer, {RAW}))
+    assert stage.checkpoints == 0 and stage.stored == 0 and consumer.commits == []
+    consumer.fetches = [[3]]
+    with pytest.raises(LeftTheGroup):
+        asyncio.run(loop._consume(consumer))
+    assert stage.open == 0  # the batch at offset 3 was not processed
+
+
+def test_an_outcome_in_a_batch_asks_the_group_before_detection_writes_states():
+    handled = []
+
+    class Detect:
+        opened: dict = {}
+
+        async def handle_other(self, value, key, source):
+            handled.append(source.offset)
+
+    async def dropped():
+        raise LeftTheGroup
+
+    topics = IngestTopics("readings.raw", "readings.by-household", "readings.validated", "readings.deadletter",
+                          "series-changelog", feedback_acks="tickets.feedback.ack")
+    outcome = Message("tickets.feedback.ack", 0, 7, 0, b"h", b"{}")
+    stage = IngestStage(topics, None, IngestMetrics(), Settings(), clock=lambda: None, detect=Detect(),
+                        still_in_group=dropped)
+    with pytest.raises(LeftTheGroup):
+        asyncio.run(stage.run([outcome]))
+    assert handled == []
+    stage.still_in_group = None
+    asyncio.run(stage.run([outcome]))
+    assert handled == [7]
