@@ -67,7 +67,7 @@ import functools
 import logging
 import struct
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -339,11 +339,17 @@ class HouseholdStates:
         _, entry.offset = entry.applied.pop()
         entry.monitor = self._reopen(household_id, entry)
 
-    def steps(self, opened: "dict[str, OpenState]") -> list[Step]:
-        """The state of every household of a batch that applied a reading, dumped once, to :meth:`store` (after
-        what its readings raised has been sent). A household that applied none is put back in the cache."""
+    def steps(self, opened: "dict[str, OpenState]", households: Iterable[str] | None = None) -> list[Step]:
+        """The state of every household in ``opened`` (or of those of ``households`` that are) that applied a
+        reading, dumped once, to :meth:`store` (after what its readings raised has been sent); each is taken out of
+        ``opened``. A household that applied none is put back in the cache."""
+        if households is None:
+            taken = list(opened.items())
+            opened.clear()
+        else:
+            taken = [(h, opened.pop(h)) for h in households if h in opened]
         result = []
-        for household_id, entry in opened.items():
+        for household_id, entry in taken:
             if not entry.applied:
                 if entry.stored_record is not None:
                     self.cache.put(household_id, entry.monitor, entry.stored_record)
@@ -354,7 +360,6 @@ class HouseholdStates:
                 self.metrics.phase_seconds["dump"].observe(time.perf_counter() - t0)
                 self.metrics.state_bytes.observe(len(record))
             result.append(Step(household_id, [], entry.monitor, record))
-        opened.clear()
         return result
 
     def _open(self, household_id: str) -> "OpenState":
@@ -617,13 +622,13 @@ class DetectStage:
             self.metrics.cleared.inc()
         self.metrics.processed.inc()
 
-    async def store(self) -> None:
+    async def store(self, households: Iterable[str] | None = None) -> None:
         """What the readings since the last store raised is acknowledged by the broker, then each household's state
-        is written once and acknowledged: a crash in between repeats the readings (the state's offset is from before
-        them)."""
+        (of every household held open, or of those of ``households`` that are) is written once and acknowledged: a
+        crash in between repeats the readings (the state's offset is from before them)."""
         await delivered(self.sent)
         self.sent.clear()
-        for step in self.states.steps(self.opened):
+        for step in self.states.steps(self.opened, households):
             self.states.store(step)
         await self.write_states()
 

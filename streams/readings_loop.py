@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import logging
 import time
@@ -161,7 +162,9 @@ class IngestStage:
         self.limits = settings.ingest_limits()
         #: partition -> series key -> state: the partitions of readings.by-household this worker holds
         self.series: dict[int, dict[str, SeriesState]] = {}
-        self.changed: dict[str, int] = {}  # series key -> its partition: changed since the last checkpoint
+        self.changed: dict[str, int] = {}  # series key -> its partition: changed since the last checkpoint began
+        #: the checkpoint in progress: household -> its series keys to store -> their partition (in order)
+        self._round: dict[str, dict[str, int]] = {}
         self.agent_metrics = AgentMetrics.of(metrics.registry)
         self._no_enrolment = Enrolment()
         self._warned: set[str] = set()
@@ -213,26 +216,48 @@ class IngestStage:
         self.changed.update(batch.changed)
 
     def pending(self) -> int:
-        """Households whose monitors are held open until :meth:`checkpoint` (series states are small: not counted)."""
+        """Households whose monitors are held open until stored (series states are small: not counted)."""
         return len(self.detect.opened) if self.detect is not None else 0
 
-    async def checkpoint(self) -> None:
-        """Store every state changed since the last checkpoint, each once: the detect states (after what their
-        readings raised is acknowledged), then the series states, each acknowledged. The loop commits offsets only
-        after one, so a household's state is written once per commit interval however many readings it had.
+    def begin_checkpoint(self) -> None:
+        """Every household changed so far joins the checkpoint in progress (or a new one): :meth:`store_slice` then
+        stores them a slice at a time, between batches. A household's state stored later than this includes more
+        readings than the checkpoint's offsets need: that is the crash-after-the-states case, which the offsets in
+        the states make harmless (read again, skipped)."""
+        for key, partition in self.changed.items():
+            self._round.setdefault(key.rpartition("/")[0], {})[key] = partition
+        self.changed = {}
+        if self.detect is not None:
+            for household_id in self.detect.opened:
+                self._round.setdefault(household_id, {})
+
+    async def store_slice(self, limit: int | None) -> bool:
+        """Store up to ``limit`` households of the checkpoint in progress (None: all), each once: their detect states
+        (after what their readings raised is acknowledged), then their series states, each acknowledged. True once
+        the checkpoint is complete (the loop may then commit the offsets it began at).
 
         Detect states first: a crash after them and before the series states makes ingest emit those readings
         again, which the monitors pass over (not newer than their meter's last); the other way round the readings
         would never reach detection."""
+        households = list(self._round) if limit is None else list(itertools.islice(self._round, limit))
         if self.detect is not None:
-            await self.detect.store()
+            await self.detect.store(households)
         written = []
-        for key, partition in self.changed.items():
-            state = self.series[partition][key]
-            written.append(await self.send(self.topics.changelog, changelog_key(key), orjson.dumps(state.to_json()),
-                                           partition))
+        for household_id in households:
+            for key, partition in self._round.pop(household_id).items():
+                self.changed.pop(key, None)  # changed again since the checkpoint began: this writes that too
+                state = self.series.get(partition, {}).get(key)
+                if state is not None:  # None: its partition was handed over meanwhile
+                    written.append(await self.send(self.topics.changelog, changelog_key(key),
+                                                   orjson.dumps(state.to_json()), partition))
         await delivered(written)
-        self.changed.clear()
+        return not self._round
+
+    async def checkpoint(self) -> None:
+        """Store every state changed since the last checkpoint, each once (:meth:`begin_checkpoint` and
+        :meth:`store_slice` of everything at once)."""
+        self.begin_checkpoint()
+        await self.store_slice(None)
 
     # -- ingest-validate -----------------------------------------------------------------------
     async def _enrolment(self) -> Enrolment:
@@ -384,6 +409,9 @@ class IngestStage:
         for partition in partitions:
             self.series.pop(partition, None)
         self.changed = {key: p for key, p in self.changed.items() if p in self.series}
+        for keys in self._round.values():
+            for key in [key for key, p in keys.items() if p not in self.series]:
+                del keys[key]
 
 
 class ReadingsLoop:
@@ -392,8 +420,8 @@ class ReadingsLoop:
 
     def __init__(self, settings: Settings, topics: IngestTopics, metrics: IngestMetrics, *,
                  clock: Callable[[], datetime], enrolment_reader=None, batch_size: int = BATCH_SIZE,
-                 commit_interval_s: float | None = None, max_pending: int | None = None, detect_factory=None,
-                 detect_changelog: str | None = None) -> None:
+                 commit_interval_s: float | None = None, max_pending: int | None = None,
+                 checkpoint_slice: int | None = None, detect_factory=None, detect_changelog: str | None = None) -> None:
         """``detect_factory(send)`` makes each session's :class:`streams.detect.DetectStage` (its states are
         recovered from ``detect_changelog``); without one, the loop runs ingest alone. States are stored and offsets
         committed every ``commit_interval_s``, or sooner once ``max_pending`` states wait (default: the settings')."""
@@ -403,6 +431,7 @@ class ReadingsLoop:
         self.enrolment_reader, self.batch_size = enrolment_reader, batch_size
         self.commit_interval_s = settings.commit_interval_s if commit_interval_s is None else commit_interval_s
         self.max_pending = settings.max_pending_states if max_pending is None else max_pending
+        self.checkpoint_slice = settings.checkpoint_slice if checkpoint_slice is None else checkpoint_slice
         self.group = f"{settings.app_id}-readings"
         self.counts = PartitionCounts(settings.kafka_bootstrap_servers, topics.raw, topics.by_household)
         self.stage: IngestStage | None = None
@@ -416,6 +445,7 @@ class ReadingsLoop:
         self._warming: asyncio.Task | None = None
         self._broken = False  # a batch of this session raised: its states may disagree, store nothing more
         self._left = False  # this session's worker was found out of its group: end the session
+        self._checkpoint_offsets: dict | None = None  # of the checkpoint in progress: committed once it is stored
 
     async def run(self) -> None:
         while True:
@@ -464,6 +494,7 @@ class ReadingsLoop:
                                      enrolment_reader=self.enrolment_reader, partition_counts=self.counts.get,
                                      detect=self.detect, still_in_group=still_in_group)
             self._held, self._done, self.committed, self._broken, self._left = set(), {}, {}, False, False
+            self._checkpoint_offsets = None
             topics = [self.topics.raw, self.topics.by_household]
             if self.detect is not None:  # what detection reads besides the readings ingest hands it
                 topics += [t for t in (self.topics.feedback_acks, self.topics.roster) if t is not None]
@@ -489,7 +520,7 @@ class ReadingsLoop:
             await producer.stop()
 
     async def _consume(self, consumer) -> None:
-        last_commit = time.monotonic()
+        last_checkpoint = time.monotonic()
         while True:
             fetched = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
             async with self._lock:
@@ -505,21 +536,30 @@ class ReadingsLoop:
                             for tp, records in fetched.items():
                                 if tp in self._held and records:
                                     self._done[tp] = records[-1].offset + 1
-            # Every interval, or sooner when many monitors are held open, or when caught up (nothing came: idle)
-            if self._done and (not fetched or time.monotonic() - last_commit >= self.commit_interval_s
-                               or self.stage.pending() >= self.max_pending):
-                async with self._lock:
-                    await self._commit(consumer)
-                last_commit = time.monotonic()
+                # A checkpoint begins every interval, or sooner when many monitors are held open, or when caught up
+                # (nothing came: idle). It stores a slice of its households after each batch, so reading goes on,
+                # and commits the offsets it began at once every one is stored.
+                if self._checkpoint_offsets is None and self._done and (
+                        not fetched or time.monotonic() - last_checkpoint >= self.commit_interval_s
+                        or self.stage.pending() >= self.max_pending):
+                    self._checkpoint_offsets = dict(self._done)
+                    self.stage.begin_checkpoint()
+                    last_checkpoint = time.monotonic()
+                if self._checkpoint_offsets is not None:
+                    # idle, or far too many held open: the rest at once
+                    rest = not fetched or self.stage.pending() >= 2 * self.max_pending
+                    if await self._store_slice(consumer, None if rest else self.checkpoint_slice):
+                        offsets, self._checkpoint_offsets = self._checkpoint_offsets, None
+                        await self._commit_offsets(consumer, offsets)
 
-    async def _unbroken(self, work: Awaitable[None]) -> None:
+    async def _unbroken(self, work: Awaitable):
         """``work`` (a batch, a checkpoint) to its end, even when the loop is stopped meanwhile (SIGTERM), so the last
-        checkpoint stores states that agree with each other. If it raises, they may not (ingest's series states
-        ahead of what detection got, detect states taken for writing and not written): the session then stores and
-        commits nothing more, and the next one reads it all again from the last commit."""
+        checkpoint stores states that agree with each other; its result. If it raises, they may not (ingest's series
+        states ahead of what detection got, detect states taken for writing and not written): the session then
+        stores and commits nothing more, and the next one reads it all again from the last commit."""
         task = asyncio.ensure_future(work)
         try:
-            await asyncio.shield(task)
+            return await asyncio.shield(task)
         except asyncio.CancelledError:
             try:
                 await task
@@ -530,17 +570,25 @@ class ReadingsLoop:
             self._broken = True
             raise
 
+    async def _store_slice(self, consumer, limit: int | None) -> bool:
+        """Up to ``limit`` households of the checkpoint in progress stored (None: all); True once it is complete.
+        Nothing after a batch or a checkpoint that raised, and nothing once this worker is out of its group."""
+        if self._broken or not await self._still_in_group(consumer):
+            return False
+        return await self._unbroken(self.stage.store_slice(limit))
+
     async def _commit(self, consumer) -> None:
-        """Store the changed states (:meth:`IngestStage.checkpoint`), then commit what was processed (call with the
-        lock held). Nothing after a batch or a checkpoint that raised (:meth:`_unbroken`), and nothing once this
-        worker is found out of its group (:meth:`_still_in_group`)."""
+        """Store every changed state (a checkpoint in progress, and what changed since), then commit what was
+        processed: before a rebalance and on the way out (call with the lock held)."""
         if self._broken or not self._done:  # nothing processed since the last commit: no state changed either
             return
         done = dict(self._done)
-        if not await self._still_in_group(consumer):
-            return
-        if self.stage is not None:
-            await self._unbroken(self.stage.checkpoint())
+        self.stage.begin_checkpoint()
+        if await self._store_slice(consumer, None):
+            self._checkpoint_offsets = None
+            await self._commit_offsets(consumer, done)
+
+    async def _commit_offsets(self, consumer, done: dict) -> None:
         try:
             await consumer.commit(done)
         except Exception as exc:  # noqa: BLE001 - e.g. a rebalance took the partitions: their new owner re-reads

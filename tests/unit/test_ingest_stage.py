@@ -217,3 +217,47 @@ def test_the_detect_states_restore_keeps_the_furthest_and_a_revoked_partition_is
     assert dict(table.data) == {key: encode_state(90, b"ahead")} and skipped == [1]
     table.drop({partition_of("hh-000001")})
     assert len(table) == 0
+
+
+def test_a_checkpoint_in_slices_stores_each_household_it_began_with_once_and_leaves_later_changes_for_the_next():
+    """A checkpoint begun after a batch stores its households a slice at a time while batches go on: each household
+    its detect state, then its series state; one changed again after its slice waits for the next checkpoint, one
+    changed again before its slice is stored with its newest state (ahead of the checkpoint's offsets: harmless)."""
+    from detectors.monitor import HouseholdMonitor
+    from streams.detect import DetectStage, DetectTopics, decode_state
+    from streams.metrics import DetectMetrics
+
+    broker = Broker()
+    detect = DetectStage(DetectTopics("readings.validated", "anomalies", "tickets.warning", "tickets.feedback",
+                                      "tickets.feedback.ack", "households.roster", "readings.deadletter",
+                                      "detect-changelog"), broker.send, DetectMetrics(), Settings(), timezones={},
+                         clock=lambda: T0)
+    detect.table.partitions = PARTITIONS
+    stage = stage_with(broker)
+    stage.detect = detect
+    first, second, third = "hh-000001", "hh-000002", "hh-000003"
+
+    def stored() -> list[tuple[str, str]]:  # (which changelog, household) in the order written
+        return [("detect" if name == "detect-changelog" else "series", (key.decode() if name == "detect-changelog"
+                 else json.loads(key).split("/")[0])) for name, key, _, _ in broker.sent
+                if name in ("detect-changelog", TOPICS.changelog)]
+
+    async def main():
+        await stage.run([direct(h, 0, offset=0) for h in (first, second, third)])
+        stage.begin_checkpoint()
+        assert await stage.store_slice(1) is False
+        assert stored() == [("detect", first), ("series", first)]
+        await stage.run([direct(first, 1, offset=1), direct(third, 1, offset=1)])  # reading goes on
+        assert await stage.store_slice(1) is False
+        assert await stage.store_slice(None) is True
+        assert stored()[2:] == [("detect", second), ("series", second), ("detect", third), ("series", third)]
+        assert stage.pending() == 1 and list(detect.opened) == [first]  # its second reading: the next checkpoint's
+        await stage.checkpoint()
+        assert stored()[6:] == [("detect", first), ("series", first)]
+
+    asyncio.run(main())
+    latest = {key.decode(): value for name, key, value, _ in broker.sent if name == "detect-changelog"}
+    # the second batch's readings went to readings.validated at offsets 3 (first) and 4 (third): both stored
+    assert decode_state(latest[first])[0] == 3 and decode_state(latest[third])[0] == 4
+    assert HouseholdMonitor.loads(decode_state(latest[third])[1]).to_state()["series"]["water"][0].startswith(
+        (T0 + timedelta(minutes=15)).isoformat()[:16])

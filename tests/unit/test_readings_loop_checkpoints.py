@@ -54,29 +54,39 @@ class Consumer:
 
 
 class Stage:
-    """Counts readings held open (one household each) and how many were stored at each checkpoint."""
+    """Counts readings held open (one household each), those a checkpoint in progress has still to store, how many
+    were stored, and the checkpoints completed."""
 
     def __init__(self) -> None:
-        self.open, self.stored, self.checkpoints = 0, 0, 0
+        self.open, self.to_store, self.stored, self.checkpoints, self.slices = 0, 0, 0, 0, []
 
     async def run(self, messages):
         self.open += len(messages)
 
     def pending(self) -> int:
-        return self.open
+        return self.open + self.to_store
 
-    async def checkpoint(self):
-        self.checkpoints += 1
-        self.stored += self.open
+    def begin_checkpoint(self):
+        self.to_store += self.open
         self.open = 0
+
+    async def store_slice(self, limit):
+        n = self.to_store if limit is None else min(limit, self.to_store)
+        self.slices.append(n)
+        self.stored += n
+        self.to_store -= n
+        if not self.to_store:
+            self.checkpoints += 1
+        return not self.to_store
 
     def drop(self, partitions):
-        self.open = 0
+        self.open = self.to_store = 0
 
 
-def consume(fetches: list, *, interval: float, max_pending: int = 1000) -> tuple[Consumer, Stage]:
+def consume(fetches: list, *, interval: float, max_pending: int = 1000,
+            checkpoint_slice: int = 1000) -> tuple[Consumer, Stage]:
     loop = ReadingsLoop(Settings(), TOPICS, IngestMetrics(), clock=lambda: None, commit_interval_s=interval,
-                        max_pending=max_pending)
+                        max_pending=max_pending, checkpoint_slice=checkpoint_slice)
     stage = loop.stage = Stage()
     consumer = Consumer(fetches, stage)
     loop._held, loop.committed = {RAW}, {RAW: 0}
@@ -102,6 +112,26 @@ def test_the_interval_alone_checkpoints_a_stream_that_never_pauses():
     consumer, _ = consume([[0], [1], [2]], interval=0.0)
     assert [offsets for offsets, _ in consumer.commits] == [{RAW: 1}, {RAW: 2}, {RAW: 3}]
     assert all(stored == offsets[RAW] for offsets, stored in consumer.commits)  # each offset's states stored first
+
+
+def test_a_checkpoint_stores_a_slice_after_each_batch_and_commits_its_offsets_once_all_are_stored():
+    consumer, stage = consume([[0, 1, 2, 3, 4], [5], [6]], interval=3600, max_pending=5, checkpoint_slice=2)
+    # begun after the first batch (5 open) with its offsets; reading went on between the slices
+    assert stage.slices == [2, 2, 1]
+    assert consumer.commits == [({RAW: 5}, 5)]  # not 7: the readings of the later batches wait for the next one
+    assert len(consumer.checks) == 3  # the group asked before each slice
+
+
+def test_caught_up_a_checkpoint_in_progress_stores_the_rest_at_once():
+    consumer, stage = consume([[0, 1, 2, 3, 4], None], interval=3600, max_pending=5, checkpoint_slice=2)
+    assert stage.slices == [2, 3] and consumer.commits == [({RAW: 5}, 5)]
+
+
+def test_far_too_many_open_a_checkpoint_in_progress_stores_the_rest_at_once():
+    consumer, stage = consume([[0, 1, 2], [3, 4, 5, 6]], interval=3600, max_pending=3, checkpoint_slice=1)
+    # after the second batch 2 + 4 wait, twice max_pending: everything is stored (the new ones join the next one)
+    assert stage.slices == [1, 2] and consumer.commits == [({RAW: 3}, 3)]
+    assert stage.open == 4
 
 
 def loop_with(stage) -> ReadingsLoop:
@@ -155,7 +185,7 @@ def test_after_a_batch_that_raised_nothing_is_stored_or_committed():
 
 def test_after_a_checkpoint_that_raised_nothing_is_committed():
     class FailingCheckpoint(Stage):
-        async def checkpoint(self):
+        async def store_slice(self, limit):
             self.checkpoints += 1
             raise ConnectionError("the broker went away while the states were written")
 
@@ -178,7 +208,7 @@ def test_a_worker_out_of_its_group_stores_nothing_and_ends_its_session():
         asyncio.run(loop._consume(consumer))
     asyncio.run(loop._commit(consumer))  # the session's way out
     assert stage.checkpoints == 0 and consumer.commits == []
-    assert stage.open == 2 and not consumer.fetches  # the batch fetched after the refusal was not processed
+    assert stage.pending() == 2 and not consumer.fetches  # the batch fetched after the refusal was not processed
 
 
 def test_found_out_in_a_rebalance_the_states_are_dropped_unstored_and_the_session_ends():
