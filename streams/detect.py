@@ -71,7 +71,6 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
 from detectors.feedback import FeedbackEffect
@@ -91,6 +90,7 @@ from streams.batches import delivered
 from streams.guard import AgentGuard, DeadLetters, OutTopic, Source
 from streams.ingest.parse import Rejection, _describe, _reason_for, parse_model
 from streams.metrics import AgentMetrics, DetectMetrics
+from streams.partitioner import KeyPartitioner
 
 log = logging.getLogger(__name__)
 
@@ -494,7 +494,7 @@ class ChangelogTable(MutableMapping):
     household on the co-partitioned topics (faust's table did the same)."""
 
     def __init__(self, partitions: int = 1, partitioner=None) -> None:
-        self.partitions, self.partitioner = partitions, partitioner or DefaultPartitioner()
+        self.partitions, self.partitioner = partitions, partitioner or KeyPartitioner()
         self.data: dict[bytes, bytes] = {}
         self._writes: dict[bytes, bytes] = {}
 

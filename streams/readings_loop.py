@@ -51,7 +51,6 @@ from datetime import datetime
 
 import orjson
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.partitioner import DefaultPartitioner
 
 from elderwatch.settings import Settings
 from schemas.dead_letter import RejectReason
@@ -63,6 +62,7 @@ from streams.ingest import (Duplicate, Emitted, Enrolment, RegisterBaseline, Rej
 from streams.ingest.parse import parse_model
 from streams.metrics import AgentMetrics, IngestMetrics
 from streams.partition_counts import PartitionCounts
+from streams.partitioner import KeyPartitioner
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,8 @@ class IngestStage:
         self.detect, self.still_in_group = detect, still_in_group
         self._others = {topics.feedback_acks, topics.roster} - {None}
         self.enrolment_reader = enrolment_reader
-        self.partition_counts, self.partition_of = partition_counts, partition_of or DefaultPartitioner()
-        self.limits = settings.ingest_limits()
+        self.partition_counts, self.partition_of = partition_counts, partition_of or KeyPartitioner()
+        self.limits, self.max_future = settings.ingest_limits(), settings.max_future
         #: partition -> series key -> state: the partitions of readings.by-household this worker holds
         self.series: dict[int, dict[str, SeriesState]] = {}
         self.changed: dict[str, int] = {}  # series key -> its partition: changed since the last checkpoint began
@@ -296,7 +296,7 @@ class IngestStage:
 
     async def _validate(self, value: bytes | None, key: bytes | None, source: Source, batch: _Batch) -> None:
         self.metrics.received.inc()
-        result = parse_raw(value, now=self.clock(), max_future=self.settings.max_future)
+        result = parse_raw(value, now=self.clock(), max_future=self.max_future)
         if isinstance(result, Rejection):
             return await self.dead_letters.send(value, key, result.reason, result.detail, stage="ingest.validate",
                                                 source=source, household_id=result.household_id)
@@ -472,7 +472,7 @@ class ReadingsLoop:
         s = self.settings
         producer = AIOKafkaProducer(
             bootstrap_servers=s.kafka_bootstrap_servers, acks="all", linger_ms=s.producer_linger_ms,
-            max_batch_size=s.producer_max_batch_size,
+            max_batch_size=s.producer_max_batch_size, partitioner=KeyPartitioner(),
             compression_type=None if s.producer_compression == "none" else s.producer_compression)
         session_ms = int(s.consumer_session_timeout_s * 1000)
         consumer = AIOKafkaConsumer(
