@@ -16,11 +16,13 @@ Ingest has two steps, each with its own guard (named for it in metrics and logs)
 
 Per batch (:meth:`IngestStage.run`): every message through its step; what the batch produced (re-keyed and
 validated readings, dead letters) acknowledged by the broker; the emitted readings through detection at the
-offsets readings.validated gave them. Per checkpoint (:meth:`IngestStage.checkpoint`, every commit interval,
-sooner when caught up or when many monitors are held open, and before a rebalance): the warnings acknowledged,
-each detect state changed since the last checkpoint written once, then each changed series state
-(``<app_id>-ingest-series-state-changelog``, the record format faust's table wrote), all acknowledged; only then
-are the offsets committed. A household's state is written once a checkpoint however many readings it had (Kafka
+offsets readings.validated gave them. A checkpoint begins every commit interval, sooner when caught up or when
+many monitors are held open: it notes the offsets processed so far and the households changed
+(:meth:`IngestStage.begin_checkpoint`), and stores them a slice after each batch, so reading goes on
+(:meth:`IngestStage.store_slice`): the warnings acknowledged, each household's detect state written once, then
+its series states (``<app_id>-ingest-series-state-changelog``, the record format faust's table wrote), all
+acknowledged. Once every household is stored, the offsets it noted are committed (a rebalance or a stop stores
+everything at once first). A household's state is written once a checkpoint however many readings it had (Kafka
 Streams' state stores do the same per commit interval): writing it was most of the worker's work per reading.
 Outcomes (``tickets.feedback.ack``) and roster entries, which detection reads too, are handled one at a time after
 the detect states so far are stored. A crash anywhere in between repeats readings (duplicates that detection
@@ -423,8 +425,9 @@ class ReadingsLoop:
                  commit_interval_s: float | None = None, max_pending: int | None = None,
                  checkpoint_slice: int | None = None, detect_factory=None, detect_changelog: str | None = None) -> None:
         """``detect_factory(send)`` makes each session's :class:`streams.detect.DetectStage` (its states are
-        recovered from ``detect_changelog``); without one, the loop runs ingest alone. States are stored and offsets
-        committed every ``commit_interval_s``, or sooner once ``max_pending`` states wait (default: the settings')."""
+        recovered from ``detect_changelog``); without one, the loop runs ingest alone. A checkpoint begins every
+        ``commit_interval_s``, or sooner once ``max_pending`` states wait, and stores ``checkpoint_slice``
+        households after each batch before it commits (defaults: the settings')."""
         self.settings, self.topics, self.metrics, self.clock = settings, topics, metrics, clock
         self.detect_factory, self.detect_changelog = detect_factory, detect_changelog
         self.detect = None  # this session's DetectStage
